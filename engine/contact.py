@@ -1,0 +1,219 @@
+"""Per-contact state: plain, picklable and mergeable, so anonymous history can join a known contact."""
+
+from __future__ import annotations
+
+from heapq import merge as _merge_sorted
+from typing import Any
+
+
+def _first_set(a: Any, b: Any) -> Any:
+    return a if a is not None else b
+
+
+def _min_set(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _max_set(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+class ContactState:
+    """Everything the engine knows about one contact (known) or one device (anonymous).
+
+    ``contact_id`` is the userId of a known contact and the anonymousId of an
+    anonymous profile. Derived fields (grade, stage, segments) are recomputed by the
+    engine; the rest is history that ``merge`` combines.
+    """
+
+    __slots__ = (
+        "contact_id",
+        "user_id",
+        "anonymous_ids",
+        "traits",
+        "scores",
+        "fit",
+        "grade",
+        "stage",
+        "stage_since",
+        "segments",
+        "lists",
+        "first_seen",
+        "last_seen",
+        "first_campaign",
+        "first_campaign_at",
+        "visits",
+        "last_visit_ts",
+        "visit_start",
+        "counts",
+        "windows",
+        "caps",
+        "fired",
+        "matching",
+        "events",
+        "updated_at",
+    )
+
+    def __init__(self, contact_id: str, user_id: str | None = None) -> None:
+        self.contact_id = contact_id
+        self.user_id = user_id
+        self.anonymous_ids: list[str] = [] if user_id is not None else [contact_id]
+        self.traits: dict[str, Any] = {}
+        self.scores: dict[str, float] = {}
+        self.fit: float = 0.0
+        self.grade: str | None = None
+        self.stage: str | None = None
+        self.stage_since: int | None = None
+        self.segments: dict[str, int] = {}  # segment -> since (event time)
+        self.lists: dict[str, int] = {}  # static list -> since, from add_to_list actions
+        self.first_seen: int | None = None
+        self.last_seen: int | None = None
+        self.first_campaign: dict[str, Any] | None = None
+        self.first_campaign_at: int | None = None
+        self.visits: int = 0
+        self.last_visit_ts: int | None = None
+        self.visit_start: str | None = None  # messageId of the event that opened the current visit
+        self.counts: dict[str, int] = {}  # "$page", "$identify", ..., or a track event name
+        self.windows: dict[str, list[int]] = {}  # window id -> sorted event times
+        self.caps: dict[str, tuple[int, int]] = {}  # scoring rule -> (period bucket, uses)
+        self.fired: dict[str, int] = {}  # automation rule -> event time it last fired
+        self.matching: set[str] = set()  # automation rules whose condition holds now
+        self.events: int = 0
+        self.updated_at: int | None = None
+
+    # -- identity
+
+    @property
+    def email(self) -> str | None:
+        """The contact's e-mail address, from the ``email`` trait."""
+        value = self.traits.get("email")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def known(self) -> bool:
+        """True once the contact has a userId."""
+        return self.user_id is not None
+
+    # -- pickling: slots classes need explicit state
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(self.__slots__, state):
+            setattr(self, name, value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ContactState):
+            return NotImplemented
+        return self.__getstate__() == other.__getstate__()
+
+    def __repr__(self) -> str:
+        return f"ContactState({self.contact_id!r}, user_id={self.user_id!r}, scores={self.scores!r}, stage={self.stage!r})"
+
+    def copy(self) -> ContactState:
+        """Return a deep-enough copy: containers are copied, scalars shared."""
+        new = ContactState.__new__(ContactState)
+        new.__setstate__(self.__getstate__())
+        new.anonymous_ids = list(self.anonymous_ids)
+        new.traits = dict(self.traits)
+        new.scores = dict(self.scores)
+        new.segments = dict(self.segments)
+        new.lists = dict(self.lists)
+        new.first_campaign = None if self.first_campaign is None else dict(self.first_campaign)
+        new.counts = dict(self.counts)
+        new.windows = {k: list(v) for k, v in self.windows.items()}
+        new.caps = dict(self.caps)
+        new.fired = dict(self.fired)
+        new.matching = set(self.matching)
+        return new
+
+    # -- merging
+
+    def merge(self, other: ContactState) -> ContactState:
+        """Return a new state holding both histories; neither input changes.
+
+        The identity is the first known one (self's, else other's); on conflicting
+        traits self wins. Merge is associative, which lets several devices of one
+        person join in any grouping with the same result.
+        """
+        out = self.copy()
+        out += other
+        return out
+
+    def __iadd__(self, other: ContactState) -> ContactState:
+        """Merge ``other`` into self in place (see ``merge``)."""
+        if self.user_id is None and other.user_id is not None:
+            self.contact_id, self.user_id = other.contact_id, other.user_id
+        self.anonymous_ids = sorted(set(self.anonymous_ids) | set(other.anonymous_ids))
+        for key, value in other.traits.items():
+            self.traits.setdefault(key, value)
+        for name, points in other.scores.items():
+            self.scores[name] = self.scores.get(name, 0.0) + points
+        for name, since in other.segments.items():
+            self.segments[name] = min(since, self.segments.get(name, since))
+        for name, since in other.lists.items():
+            self.lists[name] = min(since, self.lists.get(name, since))
+        self.first_seen = _min_set(self.first_seen, other.first_seen)
+        self.last_seen = _max_set(self.last_seen, other.last_seen)
+        if other.first_campaign_at is not None and (
+            self.first_campaign_at is None or other.first_campaign_at < self.first_campaign_at
+        ):
+            self.first_campaign, self.first_campaign_at = dict(other.first_campaign or {}), other.first_campaign_at
+        self.visits += other.visits
+        if other.last_visit_ts is not None and (self.last_visit_ts is None or other.last_visit_ts > self.last_visit_ts):
+            self.last_visit_ts, self.visit_start = other.last_visit_ts, other.visit_start
+        for key, n in other.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+        for wid, stamps in other.windows.items():
+            mine = self.windows.get(wid)
+            self.windows[wid] = list(_merge_sorted(mine, stamps)) if mine else list(stamps)
+        for key, (bucket, uses) in other.caps.items():
+            have = self.caps.get(key)
+            if have is None or bucket > have[0]:
+                self.caps[key] = (bucket, uses)
+            elif bucket == have[0]:
+                self.caps[key] = (bucket, have[1] + uses)
+        for rule, ts in other.fired.items():
+            self.fired[rule] = max(ts, self.fired.get(rule, ts))
+        self.matching |= other.matching
+        self.events += other.events
+        self.updated_at = _max_set(self.updated_at, other.updated_at)
+        # Derived fields are recomputed by the engine after a merge; keep a value meanwhile.
+        self.grade = _first_set(self.grade, other.grade)
+        self.fit = self.fit if self.grade is not None else other.fit
+        if self.stage is None:
+            self.stage, self.stage_since = other.stage, other.stage_since
+        return self
+
+    def to_row(self) -> dict[str, Any]:
+        """Return the contact as plain data (for the warehouse and golden tests)."""
+        return {
+            "contact_id": self.contact_id,
+            "user_id": self.user_id,
+            "email": self.email,
+            "anonymous_ids": list(self.anonymous_ids),
+            "traits": dict(self.traits),
+            "scores": dict(self.scores),
+            "fit": self.fit,
+            "grade": self.grade,
+            "stage": self.stage,
+            "stage_since": self.stage_since,
+            "segments": dict(self.segments),
+            "lists": dict(self.lists),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "first_campaign": self.first_campaign,
+            "visits": self.visits,
+            "counts": dict(self.counts),
+            "events": self.events,
+            "updated_at": self.updated_at,
+        }

@@ -1,0 +1,199 @@
+"""Decoding: one raw input line becomes an Event or a Rejection, and never raises."""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+from .events import EVENT_TYPES, Event, Rejection
+from .timeutil import MAX_EVENT_MS, MIN_EVENT_MS, parse_iso_ms
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_ID_CHARS = 256
+
+# Placeholders that broken trackers send instead of a real id. Accepting them would
+# stitch every visitor who sent "undefined" into one giant contact.
+JUNK_IDS = frozenset(
+    {
+        "",
+        "0",
+        "-1",
+        "anonymous",
+        "anon",
+        "null",
+        "nil",
+        "none",
+        "undefined",
+        "nan",
+        "unknown",
+        "n/a",
+        "na",
+        "guest",
+        "true",
+        "false",
+        "[object object]",
+        "00000000-0000-0000-0000-000000000000",
+        "distinct_id",
+        "id",
+        "user_id",
+        "userid",
+        "email",
+        "not_authenticated",
+    }
+)
+
+_EVENT_TYPES = frozenset(EVENT_TYPES)
+
+
+def _raw_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def junk_reason(value: str) -> str | None:
+    """Return why an identifier is junk, or None when it is usable."""
+    stripped = value.strip()
+    if stripped.lower() in JUNK_IDS:
+        return f"placeholder value {value!r}"
+    if len(value) > MAX_ID_CHARS:
+        return f"longer than {MAX_ID_CHARS} characters"
+    if stripped != value:
+        return f"leading or trailing whitespace in {value!r}"
+    if not value.isprintable():
+        return f"control characters in {value!r}"
+    return None
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+
+
+def _identifier(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Reject("wrong_type", f"{key} must be a string, got {type(value).__name__}")
+    why = junk_reason(value)
+    if why is not None:
+        raise _Reject("junk_identifier", f"{key}: {why}")
+    return value
+
+
+def _mapping(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Reject("wrong_type", f"{key} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _optional_str(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise _Reject("wrong_type", f"{key} must be a string, got {type(value).__name__}")
+
+
+def _timestamp(obj: dict[str, Any]) -> int:
+    value = obj.get("timestamp")
+    key = "timestamp"
+    if value is None and obj.get("originalTimestamp") is not None:
+        value, key = obj["originalTimestamp"], "originalTimestamp"
+    if value is None:
+        raise _Reject("bad_timestamp", "timestamp is missing")
+    if not isinstance(value, str):
+        raise _Reject("bad_timestamp", f"{key} must be an ISO-8601 string, got {type(value).__name__}")
+    try:
+        ms = parse_iso_ms(value)
+    except (ValueError, OverflowError, OSError):
+        raise _Reject("bad_timestamp", f"{key} {value[:64]!r} is not ISO-8601") from None
+    if not MIN_EVENT_MS <= ms < MAX_EVENT_MS:
+        raise _Reject("bad_timestamp", f"{key} {value!r} is outside 2000-01-01..2100-01-01")
+    return ms
+
+
+def _build(obj: dict[str, Any], raw: bytes) -> Event:
+    etype = obj.get("type")
+    if etype not in _EVENT_TYPES:
+        shown = "missing" if etype is None else repr(etype)[:40]
+        raise _Reject("unknown_type", f"type is {shown}; expected one of {', '.join(EVENT_TYPES)}")
+    anonymous_id = _identifier(obj, "anonymousId")
+    user_id = _identifier(obj, "userId")
+    previous_id = group_id = name = None
+    if etype == "alias":
+        previous_id = _identifier(obj, "previousId")
+        if previous_id is None or user_id is None:
+            raise _Reject("missing_field", "alias needs both previousId and userId")
+    elif anonymous_id is None and user_id is None:
+        raise _Reject("missing_identity", "neither anonymousId nor userId is present")
+    if etype == "track":
+        name = obj.get("event")
+        if not isinstance(name, str) or not name.strip():
+            raise _Reject("missing_field", "track needs a non-empty string `event`")
+    elif etype in ("page", "screen"):
+        name = _optional_str(obj, "name")
+    elif etype == "group":
+        group_id = obj.get("groupId")
+        if isinstance(group_id, (int, float)) and not isinstance(group_id, bool):
+            group_id = str(group_id)
+        if not isinstance(group_id, str) or junk_reason(group_id):
+            raise _Reject("missing_field", "group needs a usable groupId")
+    ts = _timestamp(obj)
+    message_id = obj.get("messageId")
+    if message_id is None or (isinstance(message_id, str) and not message_id.strip()):
+        # Without a messageId, the line itself identifies the event: a resent
+        # identical line is still recognized as a duplicate.
+        message_id = "h:" + blake2b(raw.strip(), digest_size=12).hexdigest()
+    elif not isinstance(message_id, str):
+        raise _Reject("wrong_type", f"messageId must be a string, got {type(message_id).__name__}")
+    elif len(message_id) > MAX_ID_CHARS:
+        raise _Reject("junk_identifier", f"messageId: longer than {MAX_ID_CHARS} characters")
+    properties = _mapping(obj, "properties")
+    context = _mapping(obj, "context")
+    traits = _mapping(obj, "traits")
+    if not traits and etype not in ("identify", "group"):
+        ctx_traits = context.get("traits")
+        if isinstance(ctx_traits, dict):
+            traits = ctx_traits
+    return Event(
+        message_id=message_id,
+        type=etype,
+        ts=ts,
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        previous_id=previous_id,
+        group_id=group_id,
+        name=name,
+        properties=properties,
+        traits=traits,
+        context=context,
+    )
+
+
+def decode_line(raw: bytes, source: str = "") -> Event | Rejection:
+    """Decode one input line (without its newline) into an Event, or a Rejection with a reason code.
+
+    It never raises, whatever the bytes: every failure becomes a Rejection that
+    keeps the raw line and its source position for the dead-letter output.
+    """
+    try:
+        if len(raw) > MAX_EVENT_BYTES:
+            return Rejection("too_large", f"{len(raw)} bytes; the limit is {MAX_EVENT_BYTES}", _raw_text(raw), source)
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as ex:
+            if not raw.strip():
+                return Rejection("empty_line", "the line is blank", _raw_text(raw), source)
+            return Rejection("invalid_json", str(ex)[:200], _raw_text(raw), source)
+        if not isinstance(obj, dict):
+            return Rejection("not_an_object", f"got a JSON {type(obj).__name__}", _raw_text(raw), source)
+        return _build(obj, raw)
+    except _Reject as rej:
+        return Rejection(rej.reason, rej.detail, _raw_text(raw), source)
+    except Exception as ex:  # noqa: BLE001 - decoding must never raise; P4 makes it data
+        return Rejection("invalid_json", f"undecodable: {type(ex).__name__}: {ex}"[:200], _raw_text(raw), source)

@@ -1,0 +1,28 @@
+"""Config errors that name the file, the key path and what was expected."""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` holds one line per mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class Problems:
+    """Collects config mistakes so that one check reports all of them, not just the first."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        """Record a mistake at a key path such as ``segments.hot_leads.all[1].op``."""
+        self.items.append(f"{self.file}: {path}: {message}")
+
+    def raise_if_any(self) -> None:
+        """Raise ConfigError when anything was recorded."""
+        if self.items:
+            raise ConfigError(self.items)

@@ -1,0 +1,91 @@
+"""The normalized event and the rejection record: the two outcomes of decoding one input line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+EVENT_TYPES = ("identify", "track", "page", "screen", "alias", "group")
+
+# Reason codes are part of the dead-letter contract (schemas/dead_letter.schema.json):
+# downstream tooling groups and alerts on them, so they never change meaning.
+REASONS = {
+    "empty_line": "the line is blank",
+    "too_large": "the event is larger than 32 KB (Segment's limit)",
+    "invalid_json": "the line is not valid JSON (or not UTF-8)",
+    "not_an_object": "the JSON value is not an object",
+    "unknown_type": "type is missing or not one of identify, track, page, screen, alias, group",
+    "missing_identity": "neither anonymousId nor userId is present",
+    "junk_identifier": "an identifier is a placeholder such as 'anonymous', 'null', 'undefined', '0' or blank",
+    "bad_timestamp": "timestamp is missing, not ISO-8601, or outside 2000-2100",
+    "wrong_type": "a field has the wrong JSON type",
+    "missing_field": "a field the event type requires is missing",
+    "no_consent": "an anonymous event without the tracking consent the config requires",
+}
+
+
+@dataclass(slots=True)
+class Event:
+    """One accepted Segment-spec event, normalized; ``ts`` is event time in epoch ms."""
+
+    message_id: str
+    type: str
+    ts: int
+    anonymous_id: str | None = None
+    user_id: str | None = None
+    previous_id: str | None = None
+    group_id: str | None = None
+    # Track events carry their name in `event`, pages and screens in `name`;
+    # conditions address both as `event.name`.
+    name: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    traits: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device_id(self) -> str:
+        """The identifier that routes this event to its identity shard."""
+        if self.type == "alias":
+            return self.previous_id  # type: ignore[return-value]
+        return self.anonymous_id or self.user_id  # type: ignore[return-value]
+
+    def sort_key(self) -> tuple[int, str]:
+        """The total order every shard applies events in: (event time, messageId)."""
+        return (self.ts, self.message_id)
+
+    def to_segment(self) -> dict[str, Any]:
+        """Return the event as a Segment-spec object (for logs and the events table)."""
+        from .timeutil import format_ms
+
+        out: dict[str, Any] = {"type": self.type, "messageId": self.message_id, "timestamp": format_ms(self.ts)}
+        for key, value in (
+            ("anonymousId", self.anonymous_id),
+            ("userId", self.user_id),
+            ("previousId", self.previous_id),
+            ("groupId", self.group_id),
+        ):
+            if value is not None:
+                out[key] = value
+        if self.name is not None:
+            out["event" if self.type == "track" else "name"] = self.name
+        if self.properties:
+            out["properties"] = self.properties
+        if self.traits:
+            out["traits"] = self.traits
+        if self.context:
+            out["context"] = self.context
+        return out
+
+
+@dataclass(slots=True, frozen=True)
+class Rejection:
+    """A line that was not accepted: a reason code from REASONS, a human detail and the raw line."""
+
+    reason: str
+    detail: str
+    raw: str
+    source: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """Return the dead-letter record."""
+        return {"reason": self.reason, "detail": self.detail, "raw": self.raw, "source": self.source}

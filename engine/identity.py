@@ -1,0 +1,117 @@
+"""Stage one: identity resolution, deduplication and anonymous profiles, for one shard of devices.
+
+Policy (like PostHog's): a device links to the userId it identifies as, and its
+anonymous history merges into that contact once. A device already linked to
+contact A that identifies as B is re-linked for later events, but A and B are never
+merged: a client-side identify must not join two known people.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .contact import ContactState
+from .dedupe import Deduper
+from .engine import Engine
+from .events import Event
+from .ordering import ReorderBuffer
+from .routing import EVENT, MERGE, Routed, ShardOutput
+
+
+class IdentityShard:
+    """Keyed state of stage one: device links, anonymous profiles, seen messageIds, the reorder buffer."""
+
+    def __init__(self, shard: int, dedupe_window_ms: int) -> None:
+        self.shard = shard
+        self.links: dict[str, tuple[str, int]] = {}  # device id -> (userId, linked at)
+        self.profiles: dict[str, ContactState] = {}  # anonymousId -> anonymous profile
+        self.dedupe = Deduper(dedupe_window_ms)
+        self.buffer = ReorderBuffer()
+        self.changed_links: set[str] = set()
+        self.changed_profiles: set[str] = set()
+        self.removed_profiles: set[str] = set()
+
+    @property
+    def watermark(self) -> int:
+        """The event time up to which this shard has applied everything."""
+        return self.buffer.watermark
+
+    def receive(self, engine: Engine, events: list[Event], out: ShardOutput) -> None:
+        """Take new events: drop repeats, buffer on-time ones, apply late ones at once."""
+        for e in events:
+            if self.dedupe.seen(e.message_id, e.ts):
+                out.count("duplicates")
+                continue
+            if self.buffer.is_late(e.ts):
+                out.count("late")
+                self._apply(engine, e, out, late=True)
+            else:
+                self.buffer.push(e.ts, e.message_id, EVENT, e)
+
+    def advance(self, engine: Engine, watermark: int, out: ShardOutput) -> None:
+        """Apply every buffered event the watermark passed, in (time, messageId) order."""
+        for e in self.buffer.release(watermark):
+            self._apply(engine, e, out, late=False)
+        self.dedupe.expire(self.buffer.watermark)
+
+    # ------------------------------------------------------------ one event
+
+    def _apply(self, engine: Engine, e: Event, out: ShardOutput, late: bool) -> None:
+        out.count("accepted")
+        if e.type == "alias":
+            self._link(e.previous_id, e.user_id, e, out, late)  # type: ignore[arg-type]
+            self._forward(e.user_id, e, out, late)  # type: ignore[arg-type]
+        elif e.user_id is not None:
+            if e.anonymous_id is not None:
+                self._link(e.anonymous_id, e.user_id, e, out, late)
+            self._forward(e.user_id, e, out, late)
+        else:
+            device = e.anonymous_id
+            link = self.links.get(device)  # type: ignore[arg-type]
+            if link is not None:
+                self._forward(link[0], e, out, late)
+                return
+            profile = self.profiles.get(device)  # type: ignore[arg-type]
+            if profile is None:
+                profile = self.profiles[device] = engine.new_contact(device, None)  # type: ignore[index]
+            out.triggers.extend(engine.apply(profile, e))
+            out.applied.append((device, e))  # type: ignore[arg-type]
+            self.changed_profiles.add(device)  # type: ignore[arg-type]
+
+    def _link(self, device: str, user_id: str, e: Event, out: ShardOutput, late: bool) -> None:
+        if device == user_id:
+            return
+        current = self.links.get(device)
+        if current is not None and current[0] == user_id:
+            return
+        if current is not None:
+            out.count("relinks")
+        self.links[device] = (user_id, e.ts)
+        self.changed_links.add(device)
+        profile = self.profiles.pop(device, None)
+        if profile is not None:
+            # The anonymous history joins the contact once; the profile stops existing here.
+            self.changed_profiles.discard(device)
+            self.removed_profiles.add(device)
+            out.count("merges")
+            out.routed.append(Routed(MERGE, user_id, e.ts, e.message_id, profile=profile, late=late))
+
+    @staticmethod
+    def _forward(contact_id: str, e: Event, out: ShardOutput, late: bool) -> None:
+        out.routed.append(Routed(EVENT, contact_id, e.ts, e.message_id, event=e, late=late))
+
+    # ------------------------------------------------------------ warehouse deltas
+
+    def take_changes(self) -> tuple[dict[str, tuple[str, int]], dict[str, ContactState], set[str]]:
+        """Return and forget what changed since the last call: links, profiles, removed profiles."""
+        links = {d: self.links[d] for d in self.changed_links}
+        profiles = {a: self.profiles[a] for a in self.changed_profiles if a in self.profiles}
+        removed = self.removed_profiles
+        self.changed_links, self.changed_profiles, self.removed_profiles = set(), set(), set()
+        return links, profiles, removed
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)

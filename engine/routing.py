@@ -1,0 +1,51 @@
+"""Records that travel from the identity stage to the contact stage, and shard outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .contact import ContactState
+from .events import Event
+from .triggers import Trigger
+
+MERGE, EVENT = 0, 1  # a merge sorts before the identify that caused it
+
+
+@dataclass(slots=True)
+class Routed:
+    """An event for a known contact, or an anonymous profile to merge into one."""
+
+    kind: int  # MERGE or EVENT
+    contact_id: str
+    ts: int
+    message_id: str
+    event: Event | None = None
+    profile: ContactState | None = None
+    late: bool = False
+
+
+@dataclass
+class ShardOutput:
+    """What one shard produced while advancing: downstream records, triggers, applied events, counts."""
+
+    routed: list[Routed] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)
+    applied: list[tuple[str, Event]] = field(default_factory=list)  # (contact_id, event) in apply order
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a named counter (accepted, duplicates, late, merges, relinks)."""
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def extend(self, other: ShardOutput) -> None:
+        """Append another output to this one."""
+        self.routed.extend(other.routed)
+        self.triggers.extend(other.triggers)
+        self.applied.extend(other.applied)
+        for k, v in other.counts.items():
+            self.count(k, v)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts only, for logs."""
+        return dict(self.counts)
