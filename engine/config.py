@@ -197,7 +197,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([f"{path}: file not found (pass --config with the path of a TOML rules file)"]) from None
     except (OSError, UnicodeDecodeError) as ex:
         raise ConfigError([f"{path}: cannot read: {ex}"]) from None
-    return parse_config(text, path.name)
+    return parse_config(text, str(path))
 
 
 def parse_config(text: str, file: str = "<config>") -> Config:

@@ -68,10 +68,12 @@ MALFORMED_KINDS = (
 JUNK_USER_IDS = ("anonymous", "null", "undefined", "0", "", "   ")
 OVERSIZE_BYTES = 33 * 1024  # just above the 32 KB event limit of the Segment HTTP API
 
-BLOG_SLUGS = (
-    "ai-lead-scoring", "gdpr-consent-guide", "b2b-attribution", "intent-data-101",
-    "marketing-ops-checklist", "webinar-playbook", "security-whitepaper",
-)
+BLOG_POSTS = {
+    "ai-lead-scoring": "AI Lead Scoring Explained", "gdpr-consent-guide": "The GDPR Consent Guide",
+    "b2b-attribution": "B2B Attribution Without Tears", "intent-data-101": "Intent Data 101",
+    "marketing-ops-checklist": "The Marketing Ops Checklist", "webinar-playbook": "Our Webinar Playbook",
+    "security-whitepaper": "Security Whitepaper",
+}
 PRODUCTS = (("analytics", 49.0), ("scoring", 99.0), ("journeys", 149.0), ("warehouse", 299.0))
 TOPICS = ("ai", "pricing", "security", "integrations", "gdpr")
 WEBINARS = (("ai-lead-scoring-live", "ai"), ("security-deep-dive", "security"), ("pricing-q-and-a", "pricing"))
@@ -124,7 +126,7 @@ def _page(path: str, title: str) -> tuple[str, str, str, dict]:
 
 PAGES = (
     [_page("/", "Home")] * 3
-    + [_page(f"/blog/{s}", s.replace("-", " ").title()) for s in BLOG_SLUGS]
+    + [_page(f"/blog/{slug}", title) for slug, title in BLOG_POSTS.items()]
     + [_page("/pricing", "Pricing")] * 3
     + [_page("/pricing/enterprise", "Enterprise Pricing")]
     + [_page(f"/product/{p}", f"{p.title()} Product") for p, _ in PRODUCTS]
@@ -138,7 +140,7 @@ _SS = [f"{sec:02d}." for sec in range(60)]
 _MMM_Z = [f"{ms:03d}Z" for ms in range(1000)]
 
 MIN_VISIT_GAP_MS = 30 * 60_000  # sessionisation boundary: anything shorter is one visit
-EVENTS_PER_VISIT = 4.7  # measured mean of _Run._person; calibrates the visit rate to `days`
+EVENTS_PER_VISIT = 3.6  # measured mean of _Run._person; calibrates the visit rate to `days`
 
 
 def _check(opts: GenerateOptions) -> None:
@@ -161,25 +163,34 @@ class _Run:
         _check(opts)
         self.opts = opts
         self.rng = random.Random(opts.seed)
-        self.stats = GenerateStats(people=opts.contacts)
+        self.stats = GenerateStats()
         start = datetime.fromisoformat(opts.start.replace("Z", "+00:00"))
         if start.tzinfo is None:
             start = start.replace(tzinfo=timezone.utc)
         self.start_ms = int(start.timestamp() * 1000)
         self._day_prefix: dict[int, str] = {}
 
-        # Calibrate the gap between visits so that the person events spread over `days`.
+        # Calibrate visit starts and intervals so the person events spread over `days`.  A person
+        # starting at s (uniform in [0, window)) makes 1 + (span - s) / interval visits by the end.
         span_ms = opts.days * 86_400_000
-        person_events = max(1.0, opts.events * (1 - opts.malformed_share - opts.duplicate_share - opts.bot_share))
-        visit_every_ms = span_ms * EVENTS_PER_VISIT * opts.contacts / person_events
+        person_events = opts.events * (1 - opts.malformed_share - opts.duplicate_share - opts.bot_share)
+        visits = person_events / (opts.contacts * EVENTS_PER_VISIT)  # per contact within the span
+        if visits >= 1.5:  # steady state: starts spread over one visit interval
+            interval = span_ms / (visits - 0.5)
+            window = interval
+        elif visits > 1:
+            interval = span_ms / (2 * (visits - 1))
+            window = span_ms
+        else:  # not even one visit each: only some contacts show up, each once
+            interval = 10 * span_ms
+            window = span_ms / max(visits, 1e-9)
         # Dense settings would need visits < 30 min apart; then the span stretches instead.
-        self.extra_gap_ms = max(60_000.0, visit_every_ms - MIN_VISIT_GAP_MS - 4 * 60_000)
-        first_window = min(span_ms, visit_every_ms)
+        self.extra_gap_ms = max(60_000.0, interval - MIN_VISIT_GAP_MS - 2 * 60_000)
 
         self.people = [self._person(i) for i in range(opts.contacts)]
         self.heap: list[tuple[int, int, dict]] = []
         for i, person in enumerate(self.people):
-            offset = 0 if i == 0 else int(self.rng.random() * first_window)
+            offset = 0 if i == 0 else int(self.rng.random() * window)
             delay, event = next(person)
             self.heap.append((offset + delay, i, event))
         heapq.heapify(self.heap)
@@ -431,6 +442,7 @@ class _Run:
         prefix = f"m-{opts.seed}-"
         mid = 0  # messageId counter, not the line number: late lines are written out of order
         total, written, duplicates, late, identified = opts.events, 0, 0, 0, 0
+        seen = bytearray(len(people))  # which contacts have shown up so far
         start = self.start_ms
         # Lines a duplicate may copy; their timestamps let duplicates respect the disorder bound.
         recent: deque[tuple[int, bytes]] = deque(maxlen=8)
@@ -462,6 +474,8 @@ class _Run:
                 delay, following = next(people[i])
                 heapreplace(heap, (t + delay, i, following))
                 clock = start + t
+                if not seen[i]:
+                    seen[i] = 1
                 if event["type"] == "identify" and len(event["traits"]) > 1:
                     identified += 1  # only a first identify sends full traits
                 if late_share and r() < late_share:
@@ -483,6 +497,7 @@ class _Run:
             recent.append((ts, line))
             yield line
         stats.lines, stats.duplicates, stats.late, stats.identified = written, duplicates, late, identified
+        stats.people = sum(seen)
 
 
 def generate_lines(opts: GenerateOptions) -> Iterator[bytes]:

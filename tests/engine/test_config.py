@@ -1,0 +1,116 @@
+"""Config validation: every mistake names the file, the key path and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config, parse_config
+from engine.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SEG = '[segments.hot_leads]\nall = [{ field = "stage", op = "eq", value = "sales_ready" }, %s]\n'
+
+BAD = [
+    ("unknown_operator", SEG % '{ field = "score.default", op = "greather", value = 3 }',
+     "cfg.toml: segments.hot_leads.all[1].op: unknown operator 'greather' (expected one of eq, ne,"),
+    ("unknown_top_level", "[segmnts.x]\nall = []\n", "cfg.toml: segmnts: unknown key 'segmnts'"),
+    ("unknown_setting", '[settings]\nvisit_timout = "30m"\n', "cfg.toml: settings.visit_timout: unknown key"),
+    ("bad_duration", '[settings]\nvisit_timeout = "30 minutes"\n', "cfg.toml: settings.visit_timeout: expected a duration"),
+    ("bad_shards", "[settings]\nshards = 0\n", "cfg.toml: settings.shards: expected a whole number from 1 to 4096"),
+    ("unknown_field", SEG % '{ field = "trait.city", op = "eq", value = "Munich" }', "segments.hot_leads.all[1].field: unknown field 'trait.city'"),
+    ("event_field_in_segment", SEG % '{ field = "event.name", op = "eq", value = "x" }',
+     "segments.hot_leads.all[1].field: field 'event.name' reads the event, but this condition is evaluated on contact state"),
+    ("unknown_profile", SEG % '{ field = "score.nope", op = "gt", value = 1 }', "segments.hot_leads.all[1].field: unknown scoring profile 'nope'"),
+    ("unknown_stage", '[segments.s]\nall = [{ field = "stage", op = "eq", value = "hot" }]\n', "segments.s.all[0].value: unknown stage 'hot'"),
+    ("later_segment", '[segments.a]\nall = [{ field = "segments", op = "contains", value = "b" }]\n[segments.b]\nall = [{ field = "visits", op = "ge", value = 1 }]\n',
+     "segments.a.all[0].value: unknown segment 'b'"),
+    ("bad_regex", SEG % '{ field = "traits.title", op = "matches", value = "(" }', "segments.hot_leads.all[1].value: invalid regular expression"),
+    ("in_needs_list", SEG % '{ field = "traits.city", op = "in", value = "Munich" }', "segments.hot_leads.all[1].value: in expects a non-empty list"),
+    ("eq_needs_scalar", SEG % '{ field = "traits.city", op = "eq", value = ["a"] }', "segments.hot_leads.all[1].value: eq expects a string, number or boolean"),
+    ("missing_value", SEG % '{ field = "traits.city", op = "eq" }', "segments.hot_leads.all[1]: missing key 'value'"),
+    ("leaf_extra_key", SEG % '{ field = "traits.city", op = "eq", value = "M", vaule = 1 }', "segments.hot_leads.all[1].vaule: unknown key 'vaule'"),
+    ("empty_all", "[segments.s]\nall = []\n", "segments.s.all: expected a non-empty list of conditions"),
+    ("all_and_any", '[segments.s]\nall = [{ field = "visits", op = "ge", value = 1 }]\nany = [{ field = "visits", op = "ge", value = 1 }]\n',
+     "segments.s: expected exactly one of 'all' or 'any'"),
+    ("count_bad_within", '[segments.s]\nall = [{ count = { field = "event.type", op = "eq", value = "page" }, within = "7 days", op = "ge", value = 3 }]\n',
+     "segments.s.all[0].within: expected a duration"),
+    ("count_state_inside", '[segments.s]\nall = [{ count = { field = "stage", op = "eq", value = "interest" }, within = "7d", op = "ge", value = 3 }]\n',
+     "segments.s.all[0].count.field: field 'stage' reads contact state, but only event.* fields are allowed here"),
+    ("count_negative", '[segments.s]\nall = [{ count = { field = "event.type", op = "eq", value = "page" }, within = "7d", op = "ge", value = -1 }]\n',
+     "segments.s.all[0].value: expected a whole number of events >= 0"),
+    ("unknown_action", '[automation_rules.r]\nall = [{ field = "visits", op = "ge", value = 1 }]\nactions = [{ action = "send_fax" }]\n',
+     "automation_rules.r.actions[0].action: unknown action 'send_fax' (expected one of send_email"),
+    ("missing_param", '[automation_rules.r]\nall = [{ field = "visits", op = "ge", value = 1 }]\nactions = [{ action = "send_email", params = { tempate = "x" } }]\n',
+     "automation_rules.r.actions[0].params: send_email needs params.template"),
+    ("unknown_param", '[automation_rules.r]\nall = [{ field = "visits", op = "ge", value = 1 }]\nactions = [{ action = "send_email", params = { template = "x", tempate = "x" } }]\n',
+     "automation_rules.r.actions[0].params.tempate: unknown parameter 'tempate' for send_email"),
+    ("no_actions", '[automation_rules.r]\nall = [{ field = "visits", op = "ge", value = 1 }]\n', "automation_rules.r.actions: expected a non-empty array of actions"),
+    ("repeat_not_bool", '[automation_rules.r]\nrepeat = "yes"\nall = [{ field = "visits", op = "ge", value = 1 }]\nactions = [{ action = "notify_sales" }]\n',
+     "automation_rules.r.repeat: expected true or false"),
+    ("rule_needs_name", '[[scoring.default.rules]]\npoints = 1\nall = [{ field = "event.type", op = "eq", value = "page" }]\n',
+     "scoring.default.rules[0].name: expected a rule name string"),
+    ("points_not_number", '[[scoring.default.rules]]\nname = "p"\npoints = "one"\nall = [{ field = "event.type", op = "eq", value = "page" }]\n',
+     "scoring.default.rules[0].points: expected a number of points"),
+    ("duplicate_rule", '[[scoring.default.rules]]\nname = "p"\npoints = 1\nall = [{ field = "event.type", op = "eq", value = "page" }]\n'
+     '[[scoring.default.rules]]\nname = "p"\npoints = 1\nall = [{ field = "event.type", op = "eq", value = "page" }]\n',
+     "scoring.default.rules[1].name: duplicate rule name 'p'"),
+    ("bad_cap", '[[scoring.default.rules]]\nname = "p"\npoints = 1\ncap = { max = 0 }\nall = [{ field = "event.type", op = "eq", value = "page" }]\n',
+     "scoring.default.rules[0].cap.max: expected a whole number >= 1"),
+    ("stage_bands_unsorted", '[stages]\nbands = [{ name = "a", min = 10 }, { name = "b", min = 0 }]\n', "stages.bands: expected strictly rising minimums"),
+    ("stage_profile", '[stages]\nprofile = "x"\n', "stages.profile: unknown scoring profile 'x'"),
+    ("grade_reads_score", '[[grade.rules]]\npoints = 1\nall = [{ field = "score.default", op = "gt", value = 1 }]\n',
+     "grade.rules[0]: grade rules may only read traits and first_campaign"),
+    ("bad_since", '[completion_actions.c]\nsince = "last year"\nall = [{ field = "event.type", op = "eq", value = "page" }]\nactions = [{ action = "notify_sales" }]\n',
+     "completion_actions.c.since: expected an ISO-8601 instant"),
+    ("webhook_url", '[completion_actions.c]\nall = [{ field = "event.type", op = "eq", value = "page" }]\nactions = [{ action = "webhook", params = { url = "ftp://x" } }]\n',
+     "completion_actions.c.actions[0].params.url: expected an http:// or https:// URL"),
+    ("invalid_toml", "[segments\n", "cfg.toml: invalid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [(t, m) for _, t, m in BAD], ids=[n for n, _, _ in BAD])
+def test_config_errors_name_file_path_and_expectation(text: str, message: str) -> None:
+    """Each mistake is reported with file, key path and what was expected."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "cfg.toml")
+    assert any(message in line for line in info.value.problems), info.value.problems
+    assert all(line.startswith("cfg.toml: ") for line in info.value.problems)
+
+
+def test_all_mistakes_are_reported_at_once() -> None:
+    """One check lists every problem, not just the first."""
+    text = '[settings]\nshards = 0\nvisit_timout = "1m"\n' + SEG % '{ field = "score.default", op = "greather", value = 3 }'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "cfg.toml")
+    assert len(info.value.problems) == 3
+
+
+def test_example_config_is_valid() -> None:
+    """The shipped example implements the brief and validates."""
+    cfg = load_config(ROOT / "examples" / "marketing.toml")
+    assert set(cfg.profiles) == {"default", "decision_maker", "end_user"}
+    assert cfg.stages.names == ("awareness", "interest", "marketing_qualified", "sales_ready")
+    assert [s.name for s in cfg.segments] == ["hot_leads", "pricing_interest", "decision_makers"]
+    points = {r.name: r.points for r in cfg.profiles["default"].rules}
+    assert points == {
+        "page_view": 1, "new_visit": 5, "form_submitted": 20, "webinar_registered": 10, "webinar_attended": 10,
+        "email_opened": 5, "email_link_clicked": 10, "product_added": 5, "order_completed": 20, "student": -10,
+    }
+
+
+def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
+    """A wrong path is a config error that tells the user to pass --config."""
+    with pytest.raises(ConfigError, match="file not found .*--config"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_empty_config_gets_the_act_on_defaults() -> None:
+    """With no stages table, the Act-On bands apply to the default profile."""
+    cfg = parse_config("", "empty.toml")
+    assert cfg.stages.stage_for(10) == "awareness"
+    assert cfg.stages.stage_for(11) == "interest"
+    assert cfg.stages.stage_for(39) == "marketing_qualified"
+    assert cfg.stages.stage_for(40) == "sales_ready"
+    assert cfg.stages.stage_for(-5) == "awareness"

@@ -1,0 +1,40 @@
+"""`leadstream check`: exit codes and messages, run as a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "leadstream.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_check_accepts_the_example() -> None:
+    """A valid config exits 0 and summarises what it declares."""
+    res = _cli("check", "--config", "examples/marketing.toml")
+    assert res.returncode == 0, res.stderr
+    assert "examples/marketing.toml: OK" in res.stdout
+    assert "hot_leads, pricing_interest, decision_makers" in res.stdout
+
+
+def test_check_rejects_with_path_and_nonzero_exit(tmp_path: Path) -> None:
+    """Every problem is printed with file and key path; the exit code is non-zero."""
+    bad = tmp_path / "marketing.toml"
+    bad.write_text('[segments.hot_leads]\nall = [{ field = "stage", op = "eq", value = "sales_ready" }, '
+                   '{ field = "score.default", op = "greather", value = 3 }]\n')
+    res = _cli("check", "--config", str(bad))
+    assert res.returncode == 2
+    assert f"{bad}: segments.hot_leads.all[1].op: unknown operator 'greather' (expected one of eq, ne," in res.stderr
+    assert "1 problem;" in res.stderr
+
+
+def test_help_explains_commands() -> None:
+    """--help lists the commands with a sentence each."""
+    res = _cli("--help")
+    assert res.returncode == 0
+    for word in ("check", "generate", "run", "demo", "segment"):
+        assert word in res.stdout
