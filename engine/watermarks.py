@@ -1,0 +1,120 @@
+"""Watermarks and snapshot cuts, as plain logic over the ticks that travel with the data.
+
+Every shard keeps its own copy of these trackers and feeds them the same ticks, so all
+shards agree on the watermark's values without talking to each other. Time arrives
+as data (event times, idle durations); nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+
+from .ordering import FOREVER, NEVER, watermark_for
+
+
+class SourceClock:
+    """The watermark implied by every source partition: the minimum of their own.
+
+    A partition's own watermark is its newest event time minus the allowed lateness.
+    A followed partition that has gone idle extrapolates its event time by the idle
+    wall time (its data in flight has all arrived), so idle streams still fire timers.
+    A partition at end of input no longer holds anything back.
+    """
+
+    __slots__ = ("parts", "lateness_ms", "maxima", "idle", "ended", "floors")
+
+    def __init__(self, parts: tuple[str, ...], lateness_ms: int) -> None:
+        self.parts = parts
+        self.lateness_ms = lateness_ms
+        self.maxima: dict[str, int] = {}
+        self.idle: dict[str, int] = {}
+        self.ended: set[str] = set()
+        # A partition's watermark never goes back, even when new data ends its idleness.
+        self.floors: dict[str, int] = {}
+
+    def observe(self, part: str, max_ts: int, idle_ms: int = 0, eof: bool = False) -> None:
+        """Record a tick from a partition: its newest event time, idle time, end of input."""
+        if max_ts > self.maxima.get(part, NEVER):
+            self.maxima[part] = max_ts
+        self.idle[part] = idle_ms
+        if eof:
+            self.ended.add(part)
+        mark = self._computed(part)
+        if mark is not None and mark > self.floors.get(part, NEVER):
+            self.floors[part] = mark
+
+    def own_watermark(self, part: str) -> int | None:
+        """One partition's watermark, or None when it does not constrain (idle without data)."""
+        mark = self._computed(part)
+        floor = self.floors.get(part)
+        if mark is None or floor is None:
+            return mark
+        return max(mark, floor)
+
+    def _computed(self, part: str) -> int | None:
+        if part in self.ended:
+            return FOREVER
+        newest = self.maxima.get(part)
+        idle = self.idle.get(part, 0)
+        if newest is None:
+            return None if idle > 0 else NEVER
+        wm = watermark_for(newest, self.lateness_ms)
+        if idle > 0:
+            wm = max(wm, newest + idle - 1)
+        return wm
+
+    def watermark(self) -> int:
+        """The minimum over all partitions of their own watermark."""
+        marks = [m for m in (self.own_watermark(p) for p in self.parts) if m is not None]
+        return min(marks) if marks else NEVER
+
+
+class UpstreamClock:
+    """The watermark of a downstream stage: the minimum over every upstream shard's progress."""
+
+    __slots__ = ("upstream", "marks")
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.marks: dict[int, int] = {}
+
+    def observe(self, shard: int, watermark: int) -> None:
+        """Record how far one upstream shard has applied everything."""
+        if watermark > self.marks.get(shard, NEVER):
+            self.marks[shard] = watermark
+
+    def watermark(self) -> int:
+        """Everything at or before this time has arrived from every upstream shard."""
+        if len(self.marks) < self.upstream:
+            return NEVER
+        return min(self.marks.values())
+
+
+class CutQueue:
+    """Snapshot cuts a shard has heard of and not yet passed, in time order.
+
+    A cut is a watermark value at which every shard exports its state. Because a cut
+    always travels ahead of any tick that could move a shard past it, every shard
+    exports at exactly the same cut and the warehouse snapshot is consistent.
+    """
+
+    __slots__ = ("pending", "passed")
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self.passed = NEVER
+
+    def add(self, cut: int) -> None:
+        """Register a cut; one at or before the last cut passed was exported already."""
+        if cut > self.passed and cut not in self.pending:
+            insort(self.pending, cut)
+
+    def steps(self, watermark: int) -> list[tuple[int, bool]]:
+        """Split an advance to ``watermark`` into steps: (target, is_cut), cuts first in order."""
+        out: list[tuple[int, bool]] = []
+        while self.pending and self.pending[0] <= watermark:
+            cut = self.pending.pop(0)
+            self.passed = cut
+            out.append((cut, True))
+        out.append((watermark, False))
+        return out

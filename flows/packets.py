@@ -1,0 +1,58 @@
+"""What travels between the flow's steps: source ticks, shard packets and warehouse exports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.events import Event, Rejection
+from engine.routing import Routed
+
+
+@dataclass(slots=True)
+class Tick:
+    """A source partition's progress: newest event time, idle wall time, end of input."""
+
+    part: str
+    max_ts: int
+    idle_ms: int = 0
+    eof: bool = False
+
+
+@dataclass(slots=True)
+class ToIdentity:
+    """Router -> identity shard: events of this shard, rejections to account for, ticks, a cut."""
+
+    shard: int  # the destination: Bytewax does not tell a logic its key
+    events: list[Event] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    ticks: list[Tick] = field(default_factory=list)
+    cut: int | None = None
+
+
+@dataclass(slots=True)
+class ToContacts:
+    """Identity shard -> contact shard: records released up to ``watermark``, maybe a cut."""
+
+    src: int
+    dest: int
+    records: list[Routed]
+    watermark: int
+    cut: int | None = None
+
+
+@dataclass(slots=True)
+class Export:
+    """One shard's rows for one snapshot cut: what changed since its previous cut."""
+
+    cut: int
+    stage: str  # "identity" or "contacts"
+    shard: int
+    contacts: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # contact ids that stopped existing
+    identities: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    buffered: int = 0

@@ -1,0 +1,83 @@
+"""The decode step: raw line batches become per-shard packets of events, rejections and ticks."""
+
+from __future__ import annotations
+
+import time
+
+from engine.decode import decode_line
+from engine.events import Event
+from engine.ids import shard_of
+from engine.ordering import NEVER, watermark_for
+
+from .packets import Tick, ToIdentity
+from .sources import SourceBatch
+
+# How often a partition's progress reaches shards that had no events from it.
+BROADCAST_EVERY_S = 0.1
+
+
+class Router:
+    """Decodes lines and routes events to identity shards by their device id.
+
+    It also stamps each packet with its partition's progress, and now and then
+    proposes a snapshot cut. Its memory of partition maxima only paces those ticks:
+    after a restart it rebuilds from new data, and shards keep the larger value.
+    """
+
+    def __init__(self, shards: int, lateness_ms: int, cut_interval_s: float) -> None:
+        self.shards = shards
+        self.lateness_ms = lateness_ms
+        self.cut_interval_s = cut_interval_s
+        self._max: dict[str, int] = {}
+        self._last_broadcast: dict[str, float] = {}
+        self._last_cut: dict[str, float] = {}
+        self._announced: dict[str, int] = {}  # the highest own-watermark each partition has ticked
+
+    def route(self, batch: SourceBatch) -> list[tuple[str, ToIdentity]]:
+        """Decode one batch of lines into (shard key, packet) pairs."""
+        shards = self.shards
+        packets: dict[int, ToIdentity] = {}
+        newest = self._max.get(batch.part, NEVER)
+        prefix = f"{batch.file}:"
+        first = batch.first_line
+        reject_shard = shard_of(batch.part, shards)
+        for i, raw in enumerate(batch.lines):
+            item = decode_line(raw, prefix + str(first + i))
+            if type(item) is Event:
+                shard = shard_of(item.device_id, shards)
+                packet = packets.get(shard)
+                if packet is None:
+                    packet = packets[shard] = ToIdentity(shard)
+                packet.events.append(item)
+                if item.ts > newest:
+                    newest = item.ts
+            else:
+                packet = packets.get(reject_shard)
+                if packet is None:
+                    packet = packets[reject_shard] = ToIdentity(reject_shard)
+                packet.rejections.append(item)  # type: ignore[arg-type]
+        self._max[batch.part] = newest
+        tick = Tick(batch.part, newest, batch.idle_ms, batch.eof)
+        if newest > NEVER:
+            own = watermark_for(newest, self.lateness_ms)
+            if batch.idle_ms:
+                own = max(own, newest + batch.idle_ms - 1)
+            self._announced[batch.part] = max(own, self._announced.get(batch.part, NEVER))
+        now = time.monotonic()
+        cut = None
+        if not batch.eof and newest > NEVER and now - self._last_cut.get(batch.part, now) >= self.cut_interval_s:
+            # At or above everything this partition ever ticked, so no shard has passed it:
+            # a shard's watermark is a minimum that includes this partition's.
+            cut = self._announced[batch.part]
+            self._last_cut[batch.part] = now
+        self._last_cut.setdefault(batch.part, now)
+        everyone = batch.eof or batch.idle_ms > 0 or cut is not None
+        if everyone or now - self._last_broadcast.get(batch.part, 0.0) >= BROADCAST_EVERY_S:
+            self._last_broadcast[batch.part] = now
+            for shard in range(shards):
+                if shard not in packets:
+                    packets[shard] = ToIdentity(shard)
+        for packet in packets.values():
+            packet.ticks.append(tick)
+            packet.cut = cut
+        return [(str(shard), packet) for shard, packet in packets.items()]

@@ -1,0 +1,150 @@
+"""Warehouse rows: how contacts, events, triggers and dead letters become Parquet part rows.
+
+Shards turn their changes into these plain tuples (cheap to pickle between workers);
+the warehouse writer turns batches of tuples into Arrow tables with fixed schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from engine.contact import ContactState
+from engine.events import Event, Rejection
+from engine.triggers import Trigger
+
+TS = pa.timestamp("ms")
+
+CONTACT_PART = pa.schema(
+    [
+        ("contact_id", pa.string()),
+        ("deleted", pa.bool_()),
+        ("user_id", pa.string()),
+        ("email", pa.string()),
+        ("anonymous_ids", pa.list_(pa.string())),
+        ("traits", pa.string()),
+        ("scores", pa.list_(pa.struct([("profile", pa.string()), ("score", pa.float64())]))),
+        ("grade", pa.string()),
+        ("fit", pa.float64()),
+        ("stage", pa.string()),
+        ("stage_since", TS),
+        ("segments", pa.list_(pa.struct([("segment", pa.string()), ("since", TS)]))),
+        ("first_seen", TS),
+        ("last_seen", TS),
+        ("first_campaign", pa.string()),
+        ("visits", pa.int32()),
+        ("events", pa.int32()),
+        ("updated_at", TS),
+    ]
+)
+IDENTITY_PART = pa.schema(
+    [("identifier", pa.string()), ("kind", pa.string()), ("contact_id", pa.string()), ("linked_at", TS)]
+)
+EVENT_PART = pa.schema(
+    [
+        ("message_id", pa.string()),
+        ("type", pa.string()),
+        ("name", pa.string()),
+        ("contact_id", pa.string()),
+        ("anonymous_id", pa.string()),
+        ("user_id", pa.string()),
+        ("timestamp", TS),
+        ("properties", pa.string()),
+    ]
+)
+TRIGGER_PART = pa.schema(
+    [
+        ("trigger_id", pa.string()),
+        ("action", pa.string()),
+        ("rule", pa.string()),
+        ("contact_id", pa.string()),
+        ("user_id", pa.string()),
+        ("email", pa.string()),
+        ("event_time", TS),
+        ("params", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+DEAD_LETTER_PART = pa.schema(
+    [("reason", pa.string()), ("detail", pa.string()), ("raw", pa.string()), ("source", pa.string())]
+)
+PART_SCHEMAS = {
+    "contacts": CONTACT_PART,
+    "identities": IDENTITY_PART,
+    "events": EVENT_PART,
+    "triggers": TRIGGER_PART,
+    "dead_letters": DEAD_LETTER_PART,
+}
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def contact_row(c: ContactState) -> tuple[Any, ...]:
+    """A contact's current state as a contacts-part row."""
+    return (
+        c.contact_id,
+        False,
+        c.user_id,
+        c.email,
+        list(c.anonymous_ids),
+        _json(c.traits),
+        [{"profile": p, "score": s} for p, s in sorted(c.scores.items())],
+        c.grade,
+        c.fit,
+        c.stage,
+        c.stage_since,
+        [{"segment": s, "since": t} for s, t in sorted(c.segments.items())],
+        c.first_seen,
+        c.last_seen,
+        _json(c.first_campaign),
+        c.visits,
+        c.events,
+        c.updated_at,
+    )
+
+
+def deleted_row(contact_id: str) -> tuple[Any, ...]:
+    """A tombstone: the contact no longer exists (an anonymous profile that merged)."""
+    return (contact_id, True) + (None,) * (len(CONTACT_PART) - 2)
+
+
+def identity_row(identifier: str, contact_id: str, linked_at: int) -> tuple[Any, ...]:
+    """A device link."""
+    return (identifier, "anonymous_id", contact_id, linked_at)
+
+
+def event_row(contact_id: str, e: Event) -> tuple[Any, ...]:
+    """An accepted event, attributed to the contact it was applied to."""
+    return (
+        e.message_id,
+        e.type,
+        e.name,
+        contact_id,
+        e.anonymous_id,
+        e.user_id,
+        e.ts,
+        _json(e.properties) if e.properties else None,
+    )
+
+
+def trigger_row(t: Trigger) -> tuple[Any, ...]:
+    """A trigger as the warehouse stores it (params and reason as JSON)."""
+    return (t.trigger_id, t.action, t.rule, t.contact_id, t.user_id, t.email, t.event_time, _json(t.params), _json(t.reason))
+
+
+def dead_letter_row(r: Rejection) -> tuple[Any, ...]:
+    """A rejected line."""
+    return (r.reason, r.detail, r.raw, r.source)
+
+
+def to_table(name: str, rows: list[tuple[Any, ...]]) -> pa.Table:
+    """Turn rows of one part kind into an Arrow table with that kind's schema."""
+    schema = PART_SCHEMAS[name]
+    columns = list(zip(*rows)) if rows else [[] for _ in schema]
+    return pa.table([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)

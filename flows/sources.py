@@ -1,0 +1,217 @@
+"""Line sources: JSONL files, gzip'd JSONL, directories of them and stdin, replayed or followed.
+
+Each partition emits ``SourceBatch`` items: raw lines with their positions, so the
+decode step can name ``file:line`` in dead letters. A partition's snapshot is its read
+position, so Bytewax recovery resumes exactly after the last line it handed out.
+"""
+
+from __future__ import annotations
+
+import gzip
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from .progress import PROGRESS
+
+MAX_BATCH_LINES = 2_000
+MAX_BATCH_BYTES = 1 << 20
+POLL = timedelta(milliseconds=50)
+# How long a followed input must stay quiet before its watermark follows the wall clock.
+IDLE_AFTER_S = 0.2
+
+
+@dataclass(slots=True)
+class SourceBatch:
+    """Lines read from one partition, or a marker that it went idle or ended."""
+
+    part: str
+    first_line: int  # 1-based line number of lines[0] within `file`
+    file: str
+    lines: list[bytes] = field(default_factory=list)
+    eof: bool = False
+    idle_ms: int = 0  # wall time the partition has been idle (follow mode only)
+
+
+def expand_inputs(paths: list[str], follow: bool) -> list[str]:
+    """Turn --input arguments into partition names: one per file, one per followed path.
+
+    Replay gives each file of a directory its own partition; follow mode keeps a
+    directory as one partition that reads its files in name order and picks up new ones.
+    """
+    parts: list[str] = []
+    for raw in paths:
+        if raw == "-":
+            parts.append("-")
+            continue
+        path = Path(raw)
+        if path.is_dir():
+            if follow:
+                parts.append(str(path))
+            else:
+                parts.extend(str(p) for p in _dir_files(path))
+        elif path.exists() or follow:
+            parts.append(str(path))
+        else:
+            raise FileNotFoundError(f"--input {raw}: no such file or directory")
+    if len(set(parts)) != len(parts):
+        raise ValueError("--input names the same file twice; each line would be read twice")
+    return parts
+
+
+def _dir_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith((".jsonl", ".json", ".jsonl.gz", ".ndjson", ".gz")))
+
+
+def _open(path: Path) -> BinaryIO:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")  # noqa: SIM115 - the partition owns the handle
+
+
+class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
+    """Reads one file (or a followed directory, or stdin) in batches of lines."""
+
+    def __init__(self, name: str, follow: bool, resume: Any) -> None:
+        self.name = name
+        self.follow = follow
+        self.is_dir = name != "-" and Path(name).is_dir()
+        # Resume state: (current file, lines consumed in it, byte offset in it).
+        self.file, self.line_no, self.offset = resume if resume is not None else (None, 0, 0)
+        self.fh: BinaryIO | None = None
+        self.partial = b""
+        self.done = False
+        self.sent_eof = False
+        self.last_data = time.monotonic()
+        self._open_current()
+
+    # -- file handling
+
+    def _candidates(self) -> list[str]:
+        return [str(p) for p in _dir_files(Path(self.name))] if self.is_dir else [self.name]
+
+    def _open_current(self) -> None:
+        if self.name == "-":
+            self.file = "-"
+            self.fh = sys.stdin.buffer
+            return
+        files = self._candidates()
+        if self.file is None:
+            if not files:
+                return
+            self.file = files[0]
+        path = Path(self.file)
+        if not path.exists():
+            return
+        self.fh = _open(path)
+        if self.offset:
+            if path.name.endswith(".gz"):
+                # gzip streams cannot seek cheaply to a byte offset: skip whole lines.
+                for _ in range(self.line_no):
+                    self.fh.readline()
+            else:
+                self.fh.seek(self.offset)
+        PROGRESS.add_total(self.name, path.stat().st_size)
+
+    def _next_file(self) -> bool:
+        """Move a directory partition to its next file, if one exists."""
+        if not self.is_dir or self.file is None:
+            return False
+        later = [f for f in self._candidates() if f > self.file]
+        if not later:
+            return False
+        if self.fh is not None:
+            self.fh.close()
+        self.file, self.line_no, self.offset, self.partial = later[0], 0, 0, b""
+        self._open_current()
+        return True
+
+    # -- Bytewax API
+
+    def next_batch(self) -> list[SourceBatch]:
+        """Return up to a batch of complete lines, an idle/EOF marker, or nothing yet."""
+        if self.sent_eof:
+            raise StopIteration
+        if self.fh is None:
+            self._open_current()
+            if self.fh is None:
+                return self._idle_or_eof()
+        lines: list[bytes] = []
+        size = 0
+        first = self.line_no + 1
+        fh = self.fh
+        while len(lines) < MAX_BATCH_LINES and size < MAX_BATCH_BYTES:
+            raw = fh.readline()
+            if not raw:
+                break
+            if not raw.endswith(b"\n"):
+                if self.follow and self.name != "-":
+                    # A writer is mid-line; keep the fragment until the rest arrives.
+                    self.partial += raw
+                    continue
+            raw = self.partial + raw
+            self.partial = b""
+            size += len(raw)
+            self.offset += len(raw)
+            lines.append(raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw)
+        if lines:
+            self.line_no += len(lines)
+            self.last_data = time.monotonic()
+            PROGRESS.add_read(self.name, size, len(lines))
+            return [SourceBatch(self.name, first, self.file or self.name, lines)]
+        if self._next_file():
+            return []
+        return self._idle_or_eof()
+
+    def _idle_or_eof(self) -> list[SourceBatch]:
+        if not self.follow:
+            self.sent_eof = True
+            return [SourceBatch(self.name, self.line_no + 1, self.file or self.name, [], eof=True)]
+        idle = time.monotonic() - self.last_data
+        if idle >= IDLE_AFTER_S:
+            return [SourceBatch(self.name, self.line_no + 1, self.file or self.name, [], idle_ms=int(idle * 1000))]
+        return []
+
+    def next_awake(self) -> datetime | None:
+        """Poll followed inputs every 50 ms instead of spinning."""
+        if self.follow:
+            return datetime.now(timezone.utc) + POLL
+        return None
+
+    def snapshot(self) -> Any:
+        """The read position: (file, lines consumed, byte offset)."""
+        return (self.file, self.line_no, self.offset - len(self.partial))
+
+    def close(self) -> None:
+        """Close the file (never stdin)."""
+        if self.fh is not None and self.fh is not sys.stdin.buffer:
+            self.fh.close()
+
+
+class LineSource(FixedPartitionedSource[SourceBatch, Any]):
+    """A fixed set of line partitions (files, followed directories, stdin)."""
+
+    def __init__(self, parts: list[str], follow: bool = False) -> None:
+        self.parts = parts
+        self.follow = follow
+
+    def list_parts(self) -> list[str]:
+        """One partition per input file (or followed path)."""
+        return list(self.parts)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _LinePartition:
+        """Open a partition, resuming at its snapshot position."""
+        return _LinePartition(for_part, self.follow, resume_state)
+
+
+def read_all_lines(path: str) -> list[bytes]:
+    """Read a (possibly gzip'd) JSONL file into lines; used by tests and the benchmarks."""
+    with _open(Path(path)) as fh:
+        data = fh.read()
+    return data.splitlines()
+

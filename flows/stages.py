@@ -1,0 +1,259 @@
+"""The two stateful steps: identity shards and contact shards, wrapped as Bytewax logic.
+
+Each logic is a thin shell around the pure shard classes in engine/: it feeds them
+packets, advances them along the watermark (splitting at snapshot cuts), and turns
+their output into downstream packets, trigger lines and warehouse exports.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import orjson
+from bytewax.operators import StatefulBatchLogic
+
+from engine.config import Config
+from engine.contact import ContactState
+from engine.contacts import ContactShard
+from engine.engine import Engine
+from engine.identity import IdentityShard
+from engine.ids import shard_of
+from engine.ordering import FOREVER, NEVER
+from engine.routing import Routed, ShardOutput
+from engine.watermarks import CutQueue, SourceClock, UpstreamClock
+
+from . import rows
+from .packets import Export, ToContacts, ToIdentity
+
+# How often a shard's progress reaches downstream shards it sent nothing to.
+BROADCAST_EVERY_S = 0.2
+
+# Tags of the values the stateful steps emit; the flow splits on them.
+TO_CONTACTS, TRIGGER, DEAD_LETTER, EXPORT = "c", "t", "d", "x"
+
+
+@dataclass
+class StageContext:
+    """What every shard of both stages needs: the compiled config and the topology."""
+
+    config: Config
+    parts: tuple[str, ...]
+    shards: int
+    engine: Engine = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engine = Engine(self.config)
+
+
+@dataclass
+class _Pending:
+    """Rows a shard collected since its last cut."""
+
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    triggers: list[tuple[Any, ...]] = field(default_factory=list)
+    dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def absorb(self, out: ShardOutput) -> None:
+        for contact_id, e in out.applied:
+            self.events.append(rows.event_row(contact_id, e))
+        for t in out.triggers:
+            self.triggers.append(rows.trigger_row(t))
+        for k, v in out.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + v
+
+
+def _trigger_lines(out: ShardOutput) -> list[tuple[str, tuple[str, str]]]:
+    return [(TRIGGER, ("triggers", orjson.dumps(t.to_dict()).decode())) for t in out.triggers]
+
+
+class _ShardLogic(StatefulBatchLogic):
+    """What both stages share: the cut queue, pending rows, retroactive rules and snapshots."""
+
+    stage = ""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.shard_no = -1  # learnt from the first packet: Bytewax does not pass the key
+        self.cuts = CutQueue()
+        self.pending = _Pending()
+        self.rule_fingerprints = ctx.config.rule_fingerprints()
+        self.retro: set[str] = set()
+        self.last_broadcast = 0.0
+
+    def _restore_rules(self, seen: dict[str, str]) -> None:
+        # Automation rules are retroactive: one that appeared since the state was saved
+        # is evaluated against every contact this shard already holds.
+        self.retro = {rid for rid in self.rule_fingerprints if rid not in seen}
+
+    def _run_retroactive(self, contacts: Iterable[ContactState], now: int, out: ShardOutput) -> None:
+        if not self.retro or now == NEVER:
+            self.retro = set()
+            return
+        engine = self.ctx.engine
+        for c in contacts:
+            fired = engine.retroactive(c, self.retro, now)
+            if fired:
+                out.triggers.extend(fired)
+                self._mark_changed(c.contact_id)
+        self.retro = set()
+
+    def _mark_changed(self, contact_id: str) -> None:
+        raise NotImplementedError
+
+    def _export(self, cut: int, buffered: int, **tables: Any) -> Export:
+        p = self.pending
+        self.pending = _Pending()
+        return Export(
+            cut=cut,
+            stage=self.stage,
+            shard=self.shard_no,
+            events=p.events,
+            triggers=p.triggers,
+            dead_letters=p.dead_letters,
+            counts=p.counts,
+            buffered=buffered,
+            **tables,
+        )
+
+    def _due_broadcast(self, watermark: int) -> bool:
+        now = time.monotonic()
+        if watermark >= FOREVER or now - self.last_broadcast >= BROADCAST_EVERY_S:
+            self.last_broadcast = now
+            return True
+        return False
+
+
+class IdentityLogic(_ShardLogic):
+    """Stage one for one shard: dedupe, order, resolve identity, keep anonymous profiles."""
+
+    stage = "identity"
+
+    def __init__(self, ctx: StageContext, resume: dict[str, Any] | None) -> None:
+        super().__init__(ctx)
+        settings = ctx.config.settings
+        if resume is None:
+            self.state = IdentityShard(-1, settings.dedupe_window_ms)
+            self.clock = SourceClock(ctx.parts, settings.allowed_lateness_ms)
+        else:
+            self.state, self.clock, self.cuts, self.pending = (
+                resume["state"], resume["clock"], resume["cuts"], resume["pending"])
+            self.shard_no = self.state.shard
+            self._restore_rules(resume["rules"])
+        self.sent_watermark = self.state.watermark
+
+    def _mark_changed(self, contact_id: str) -> None:
+        self.state.changed_profiles.add(contact_id)
+
+    def on_batch(self, values: list[ToIdentity]) -> tuple[list[Any], bool]:
+        """Take router packets; emit contact-stage packets, trigger lines, dead letters, exports."""
+        engine, state, pending = self.ctx.engine, self.state, self.pending
+        emitted: list[Any] = []
+        out = ShardOutput()
+        for packet in values:
+            self.shard_no = state.shard = packet.shard
+            if packet.cut is not None:
+                self.cuts.add(packet.cut)
+            for tick in packet.ticks:
+                self.clock.observe(tick.part, tick.max_ts, tick.idle_ms, tick.eof)
+            if packet.events:
+                state.receive(engine, packet.events, out)
+            for rej in packet.rejections:
+                pending.dead_letters.append(rows.dead_letter_row(rej))
+                emitted.append((DEAD_LETTER, ("dead_letters", orjson.dumps(rej.to_dict()).decode())))
+            if packet.rejections:
+                pending.counts["dead_lettered"] = pending.counts.get("dead_lettered", 0) + len(packet.rejections)
+        self._run_retroactive(list(state.profiles.values()), state.watermark, out)
+        self._flush(out, state.watermark, None, emitted)
+        watermark = self.clock.watermark()
+        if watermark >= FOREVER:
+            self.cuts.add(FOREVER)
+        for target, is_cut in self.cuts.steps(watermark):
+            out = ShardOutput()
+            state.advance(engine, target, out)
+            self._flush(out, max(target, state.watermark), target if is_cut else None, emitted)
+            if is_cut:
+                links, profiles, removed = state.take_changes()
+                emitted.append((EXPORT, self._export(
+                    target,
+                    len(state.buffer),
+                    contacts=[rows.contact_row(c) for c in profiles.values()],
+                    deleted=sorted(removed),
+                    identities=[rows.identity_row(d, cid, at) for d, (cid, at) in links.items()],
+                )))
+        return emitted, self.RETAIN
+
+    def _flush(self, out: ShardOutput, watermark: int, cut: int | None, emitted: list[Any]) -> None:
+        """Send records downstream; at a cut or when due, tell every contact shard our progress."""
+        self.pending.absorb(out)
+        emitted.extend(_trigger_lines(out))
+        shards = self.ctx.shards
+        by_shard: dict[int, list[Routed]] = {}
+        for r in out.routed:
+            by_shard.setdefault(shard_of(r.contact_id, shards), []).append(r)
+        advanced = watermark > self.sent_watermark
+        everyone = cut is not None or (advanced and self._due_broadcast(watermark))
+        targets = range(shards) if everyone else by_shard
+        for shard in targets:
+            emitted.append((TO_CONTACTS, str(shard), ToContacts(self.shard_no, shard, by_shard.get(shard, []), watermark, cut)))
+        if everyone:
+            self.sent_watermark = watermark
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to resume: shard state, clocks, pending cuts and rows, known rules."""
+        return {"state": self.state, "clock": self.clock, "cuts": self.cuts, "pending": self.pending,
+                "rules": self.rule_fingerprints}
+
+
+class ContactLogic(_ShardLogic):
+    """Stage two for one shard: known contacts, fed in event-time order from every identity shard."""
+
+    stage = "contacts"
+
+    def __init__(self, ctx: StageContext, resume: dict[str, Any] | None) -> None:
+        super().__init__(ctx)
+        if resume is None:
+            self.state = ContactShard(-1)
+            self.clock = UpstreamClock(ctx.shards)
+        else:
+            self.state, self.clock, self.cuts, self.pending = (
+                resume["state"], resume["clock"], resume["cuts"], resume["pending"])
+            self.shard_no = self.state.shard
+            self._restore_rules(resume["rules"])
+
+    def _mark_changed(self, contact_id: str) -> None:
+        self.state.changed.add(contact_id)
+
+    def on_batch(self, values: list[ToContacts]) -> tuple[list[Any], bool]:
+        """Take identity-stage packets; emit trigger lines and exports."""
+        engine, state = self.ctx.engine, self.state
+        emitted: list[Any] = []
+        out = ShardOutput()
+        for packet in values:
+            self.shard_no = state.shard = packet.dest
+            if packet.cut is not None:
+                self.cuts.add(packet.cut)
+            if packet.records:
+                state.receive(engine, packet.records, out)
+            self.clock.observe(packet.src, packet.watermark)
+        self._run_retroactive(list(state.contacts.values()), state.watermark, out)
+        self.pending.absorb(out)
+        emitted.extend(_trigger_lines(out))
+        watermark = self.clock.watermark()
+        for target, is_cut in self.cuts.steps(watermark):
+            out = ShardOutput()
+            state.advance(engine, target, out)
+            self.pending.absorb(out)
+            emitted.extend(_trigger_lines(out))
+            if is_cut:
+                changed = state.take_changes()
+                emitted.append((EXPORT, self._export(
+                    target, len(state.buffer), contacts=[rows.contact_row(c) for c in changed.values()])))
+        return emitted, self.RETAIN
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to resume."""
+        return {"state": self.state, "clock": self.clock, "cuts": self.cuts, "pending": self.pending,
+                "rules": self.rule_fingerprints}

@@ -1,0 +1,312 @@
+"""The warehouse writer: gathers every shard's export for a cut, then publishes a DuckDB snapshot.
+
+Layout next to the warehouse file ``W`` (e.g. ``demo/warehouse.duckdb``):
+- ``W.parts/<table>/<seq>-<run>.parquet``: immutable Parquet parts, one per table per cut;
+- ``W``: a DuckDB file built fresh for every snapshot and swapped in with an atomic
+  rename. Current-state tables are materialized from the parts; append-only tables
+  (events, triggers, dead_letters) are views over an explicit list of parts.
+
+DuckDB lets one process write a file and locks other processes out meanwhile, so the
+flow never opens ``W`` itself: readers open it read-only at any time and always see
+one whole snapshot. The writer's state (which parts make up the warehouse) is part
+of the Bytewax snapshot, so after a crash the warehouse resumes without duplicates:
+parts written after the last recovery snapshot are simply never referenced.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+from bytewax.operators import StatefulBatchLogic
+
+import schemas
+from engine.ordering import FOREVER
+
+from . import rows
+from .packets import Export
+from .progress import PROGRESS
+
+DDL_PATH = Path(schemas.__file__).with_name("warehouse.sql")
+APPEND_ONLY = ("events", "triggers", "dead_letters")
+COMPACT_AFTER = 32  # parts per append-only table before they are merged into one
+
+
+def ddl_sections() -> list[tuple[str, str, str]]:
+    """The warehouse DDL as (kind, name, sql) sections, in file order."""
+    sections: list[tuple[str, str, str]] = []
+    kind = name = ""
+    lines: list[str] = []
+    for line in DDL_PATH.read_text(encoding="utf-8").splitlines():
+        if line.startswith(("-- table: ", "-- view: ")):
+            if name:
+                sections.append((kind, name, "\n".join(lines)))
+            kind, name = line[3:].split(": ", 1)
+            lines = []
+        elif name:
+            lines.append(line)
+    if name:
+        sections.append((kind, name, "\n".join(lines)))
+    return sections
+
+
+@dataclass
+class WarehouseState:
+    """Which parts make up the warehouse, the snapshot history, and exports still incomplete."""
+
+    parts: dict[str, list[str]] = field(default_factory=lambda: {t: [] for t in rows.PART_SCHEMAS})
+    snapshots: list[tuple[Any, ...]] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)
+    pending: dict[int, list[Export]] = field(default_factory=dict)
+    seq: int = 0
+    last_cut: int | None = None
+    dirty: bool = False
+    retired: dict[str, float] = field(default_factory=dict)  # part -> wall time it left the warehouse
+
+
+class WarehouseLogic(StatefulBatchLogic):
+    """One key, one writer: completes cuts, writes parts, publishes snapshots on an interval."""
+
+    def __init__(self, path: Path, exporters: int, interval_s: float, config_fingerprint: str,
+                 resume: WarehouseState | None) -> None:
+        self.path = Path(path)
+        self.parts_dir = Path(str(self.path) + ".parts")
+        self.exporters = exporters
+        self.interval_s = interval_s
+        self.fingerprint = config_fingerprint
+        self.state = resume or WarehouseState()
+        self.run_id = uuid.uuid4().hex[:8]  # keeps part names of a resumed run apart from orphans
+        self.last_publish = time.monotonic()
+
+    def on_batch(self, values: list[Export]) -> tuple[list[Any], bool]:
+        """Collect exports; apply every complete cut; publish when the interval has passed."""
+        st = self.state
+        for export in values:
+            st.pending.setdefault(export.cut, []).append(export)
+        complete = [cut for cut in sorted(st.pending) if len(st.pending[cut]) >= self.exporters]
+        if complete:
+            # A later complete cut also settles any earlier one still missing exports
+            # (shards resumed from different snapshots may skip a cut): merge them in.
+            last = complete[-1]
+            for cut in sorted(c for c in st.pending if c <= last):
+                self._apply(cut, st.pending.pop(cut))
+        out: list[Any] = []
+        if st.dirty and (st.last_cut == FOREVER or time.monotonic() - self.last_publish >= self.interval_s):
+            out.append(self.publish())
+        return out, self.RETAIN
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        """Publish what is complete once the interval has passed."""
+        if self.state.dirty:
+            return [self.publish()], self.RETAIN
+        return [], self.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        """Wake up to publish at the end of the interval even without new exports."""
+        if not self.state.dirty:
+            return None
+        wait = max(0.0, self.interval_s - (time.monotonic() - self.last_publish))
+        return datetime.now(timezone.utc) + timedelta(seconds=wait)
+
+    def on_eof(self) -> tuple[list[Any], bool]:
+        """End of input: publish whatever is complete."""
+        if self.state.dirty:
+            return [self.publish()], self.RETAIN
+        return [], self.RETAIN
+
+    def snapshot(self) -> WarehouseState:
+        """The part lists and history: enough to publish the same warehouse after a resume."""
+        return self.state
+
+    # ------------------------------------------------------------ parts
+
+    def _write_part(self, table: str, data: list[tuple[Any, ...]]) -> None:
+        if not data:
+            return
+        st = self.state
+        st.seq += 1
+        folder = self.parts_dir / table
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{st.seq:08d}-{self.run_id}.parquet"
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(rows.to_table(table, data), tmp, compression="zstd")
+        os.replace(tmp, path)
+        st.parts[table].append(str(path.resolve()))
+
+    def _apply(self, cut: int, exports: list[Export]) -> None:
+        st = self.state
+        contacts: list[tuple[Any, ...]] = []
+        gather: dict[str, list[tuple[Any, ...]]] = {"identities": [], "events": [], "triggers": [], "dead_letters": []}
+        buffered = 0
+        # Shards export in any order; sort so part contents do not depend on arrival.
+        for ex in sorted(exports, key=lambda e: (e.stage, e.shard)):
+            contacts.extend(ex.contacts)
+            contacts.extend(rows.deleted_row(cid) for cid in ex.deleted)
+            for table in gather:
+                gather[table].extend(getattr(ex, table))
+            for k, v in ex.counts.items():
+                st.totals[k] = st.totals.get(k, 0) + v
+            buffered += ex.buffered
+        st.totals["buffered"] = buffered
+        self._write_part("contacts", contacts)
+        for table, data in gather.items():
+            self._write_part(table, data)
+        st.last_cut = cut
+        st.dirty = True
+
+    # ------------------------------------------------------------ publishing
+
+    def publish(self) -> dict[str, Any]:
+        """Build a fresh DuckDB file from the parts and swap it in atomically; return the snapshot row."""
+        st = self.state
+        started = time.monotonic()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{self.run_id}.tmp")
+        for stale in (tmp, Path(str(tmp) + ".wal")):
+            stale.unlink(missing_ok=True)
+        con = duckdb.connect()
+        try:
+            con.execute(f"ATTACH '{_sql_path(tmp)}' AS snap")
+            self._compact(con)
+            row = self._build(con)
+            con.execute("USE memory")
+            con.execute("DETACH snap")
+        finally:
+            con.close()
+        os.replace(tmp, self.path)
+        st.dirty = False
+        self.last_publish = time.monotonic()
+        elapsed = self.last_publish - started
+        summary = dict(zip(_SNAPSHOT_COLUMNS, row), publish_seconds=round(elapsed, 3))
+        PROGRESS.published(f"snapshot {row[0]}")
+        self._collect_garbage()
+        return summary
+
+    def _build(self, con: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+        st = self.state
+        con.execute("USE snap")
+        for kind, name, sql in ddl_sections():
+            if kind == "table" and name in APPEND_ONLY and st.parts[name]:
+                con.execute(sql.replace(f"CREATE TABLE {name} (", f"CREATE TEMP TABLE _shape_{name} (", 1))
+                cols = con.execute(f"DESCRIBE temp.main._shape_{name}").fetchall()
+                select = ", ".join(f"CAST({c[0]} AS {c[1]}) AS {c[0]}" for c in cols)
+                con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM read_parquet({_list(st.parts[name])})")
+            else:
+                con.execute(sql)
+        contact_parts = st.parts["contacts"]
+        if contact_parts:
+            # The newest row per contact wins; a tombstone removes it.
+            con.execute(f"""
+                CREATE TEMP TABLE current_contacts AS
+                SELECT * EXCLUDE (rn) FROM (
+                    SELECT *, row_number() OVER (PARTITION BY contact_id ORDER BY filename DESC) AS rn
+                    FROM read_parquet({_list(contact_parts)}, filename = true)
+                ) WHERE rn = 1 AND NOT deleted""")
+            con.execute("""
+                INSERT INTO contacts SELECT contact_id, user_id, email, anonymous_ids, traits::JSON, grade, fit, stage,
+                    stage_since, [s.segment FOR s IN segments], first_seen, last_seen,
+                    first_campaign::JSON, visits, events, updated_at
+                FROM temp.main.current_contacts ORDER BY contact_id""")
+            con.execute("""
+                INSERT INTO contact_scores SELECT contact_id, s.profile, s.score
+                FROM (SELECT contact_id, unnest(scores) AS s FROM temp.main.current_contacts) ORDER BY 1, 2""")
+            con.execute("""
+                INSERT INTO segment_members SELECT s.segment, contact_id, s.since
+                FROM (SELECT contact_id, unnest(segments) AS s FROM temp.main.current_contacts) ORDER BY 1, 2""")
+            con.execute("""
+                INSERT INTO identities SELECT user_id, 'user_id', contact_id, first_seen
+                FROM temp.main.current_contacts WHERE user_id IS NOT NULL""")
+        if st.parts["identities"]:
+            con.execute(f"""
+                INSERT INTO identities SELECT identifier, kind, contact_id, linked_at FROM (
+                    SELECT *, row_number() OVER (PARTITION BY identifier ORDER BY filename DESC) AS rn
+                    FROM read_parquet({_list(st.parts['identities'])}, filename = true)
+                ) WHERE rn = 1 ORDER BY identifier""")
+        n_contacts = con.execute("SELECT count(*) FROM contacts").fetchone()[0]
+        n_triggers = con.execute("SELECT count(*) FROM triggers").fetchone()[0]
+        t = st.totals
+        accepted, dead, dups = t.get("accepted", 0), t.get("dead_lettered", 0), t.get("duplicates", 0)
+        buffered = t.get("buffered", 0)
+        row = (
+            len(st.snapshots) + 1,
+            datetime.now(timezone.utc).replace(tzinfo=None),
+            None if st.last_cut is None or st.last_cut >= FOREVER else datetime.fromtimestamp(
+                st.last_cut / 1000, tz=timezone.utc).replace(tzinfo=None),
+            accepted + dead + dups + buffered,
+            accepted,
+            dead,
+            dups,
+            t.get("late", 0),
+            buffered,
+            n_contacts,
+            n_triggers,
+            self.fingerprint,
+        )
+        st.snapshots.append(row)
+        con.executemany(f"INSERT INTO snapshots VALUES ({', '.join('?' * len(row))})", st.snapshots)
+        return row
+
+    def _compact(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Merge many small parts into one, so snapshots stay quick to build and read."""
+        st = self.state
+        for table in (*APPEND_ONLY, "identities", "contacts"):
+            parts = st.parts[table]
+            if len(parts) <= COMPACT_AFTER:
+                continue
+            st.seq += 1
+            folder = self.parts_dir / table
+            path = folder / f"{st.seq:08d}-{self.run_id}.parquet"
+            tmp = path.with_suffix(".tmp")
+            if table in ("contacts", "identities"):
+                key = "contact_id" if table == "contacts" else "identifier"
+                query = f"""SELECT * EXCLUDE (rn, filename) FROM (
+                    SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY filename DESC) AS rn
+                    FROM read_parquet({_list(parts)}, filename = true)) WHERE rn = 1"""
+                if table == "contacts":
+                    query += " AND NOT deleted"
+            else:
+                query = f"SELECT * FROM read_parquet({_list(parts)})"
+            con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
+            os.replace(tmp, path)
+            # Compacted parts sort by name after the ones they replace, so "newest wins" holds.
+            now = time.time()
+            st.retired.update((p, now) for p in parts)
+            st.parts[table] = [str(path.resolve())]
+
+    def _collect_garbage(self) -> None:
+        """Delete parts no snapshot refers to any more, after a grace period for open readers.
+
+        Retired parts (merged by compaction) and orphans (written after the last recovery
+        snapshot of a crashed run) go once they have been out of use for two minutes.
+        """
+        st = self.state
+        keep = {p for parts in st.parts.values() for p in parts}
+        cutoff = time.time() - 120
+        for folder in self.parts_dir.glob("*"):
+            for part in folder.glob("*.parquet"):
+                resolved = str(part.resolve())
+                if resolved in keep:
+                    continue
+                since = st.retired.get(resolved, part.stat().st_mtime)
+                if since < cutoff:
+                    part.unlink(missing_ok=True)
+                    st.retired.pop(resolved, None)
+
+
+_SNAPSHOT_COLUMNS = ("snapshot_id", "taken_at", "watermark", "lines_read", "accepted", "dead_lettered",
+                     "duplicates", "late", "buffered", "contacts", "triggers", "config")
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _list(paths: list[str]) -> str:
+    return "[" + ", ".join(f"'{_sql_path(Path(p))}'" for p in paths) + "]"

@@ -1,0 +1,141 @@
+-- leadstream warehouse schema (DuckDB). All times are UTC TIMESTAMPs with milliseconds.
+--
+-- Every published snapshot is one DuckDB file that holds these tables and views, swapped
+-- in atomically: a reader sees one whole snapshot, never a mix of two.
+-- `leadstream run` creates the file; open it with duckdb.connect(path, read_only=True).
+--
+-- Sections start with "-- table: NAME" or "-- view: NAME"; the writer runs them in order.
+
+-- table: contacts
+-- Known contacts (user_id set) and still-anonymous profiles (user_id null). A merged
+-- anonymous profile no longer appears here: its anonymousId lives on in anonymous_ids.
+CREATE TABLE contacts (
+    contact_id     VARCHAR PRIMARY KEY,  -- userId of a known contact, anonymousId of an anonymous profile
+    user_id        VARCHAR,              -- null while anonymous
+    email          VARCHAR,              -- the `email` trait
+    anonymous_ids  VARCHAR[],            -- every device (anonymousId) ever linked to the contact
+    traits         JSON,                 -- identify traits, newest value per key
+    grade          VARCHAR,              -- fit grade A-F from traits
+    fit            DOUBLE,               -- fit points behind the grade
+    stage          VARCHAR,              -- lifecycle stage from the stage profile's score
+    stage_since    TIMESTAMP,
+    segments       VARCHAR[],            -- dynamic segments the contact is in now
+    first_seen     TIMESTAMP,
+    last_seen      TIMESTAMP,
+    first_campaign JSON,                 -- context.campaign of the earliest event that had one
+    visits         INTEGER,
+    events         INTEGER,              -- events applied to the contact
+    updated_at     TIMESTAMP             -- event time of the newest event applied
+);
+
+-- table: contact_scores
+-- One row per contact and scoring profile the contact has points in.
+CREATE TABLE contact_scores (
+    contact_id VARCHAR,
+    profile    VARCHAR,
+    score      DOUBLE
+);
+
+-- table: identities
+-- Every identifier that resolves to a contact: each contact's own user_id, and each
+-- device (anonymousId, or an alias previousId) linked to a known contact.
+CREATE TABLE identities (
+    identifier VARCHAR,
+    kind       VARCHAR,    -- 'user_id' or 'anonymous_id'
+    contact_id VARCHAR,
+    linked_at  TIMESTAMP   -- event time of the identify/alias that made the link
+);
+
+-- table: segment_members
+CREATE TABLE segment_members (
+    segment    VARCHAR,
+    contact_id VARCHAR,
+    since      TIMESTAMP   -- event time the contact entered
+);
+
+-- table: triggers
+-- Every trigger emitted, with the fields of the triggers JSONL output.
+CREATE TABLE triggers (
+    trigger_id VARCHAR,    -- deterministic: hash of rule, contact and occurrence
+    action     VARCHAR,
+    rule       VARCHAR,
+    contact_id VARCHAR,
+    user_id    VARCHAR,
+    email      VARCHAR,
+    event_time TIMESTAMP,  -- the causing event's time, or a timer's due time
+    params     JSON,
+    reason     JSON
+);
+
+-- table: events
+-- Accepted events, attributed to the contact they were applied to.
+CREATE TABLE events (
+    message_id   VARCHAR,
+    type         VARCHAR,
+    name         VARCHAR,  -- track event name, or page/screen name
+    contact_id   VARCHAR,
+    anonymous_id VARCHAR,
+    user_id      VARCHAR,
+    timestamp    TIMESTAMP,
+    properties   JSON
+);
+
+-- table: dead_letters
+CREATE TABLE dead_letters (
+    reason VARCHAR,   -- machine-readable code, see schemas/dead_letter.schema.json
+    detail VARCHAR,
+    raw    VARCHAR,   -- the rejected line as read
+    source VARCHAR    -- file:line or partition:offset
+);
+
+-- table: snapshots
+-- One row per published snapshot; counts are cumulative. Input reconciles:
+-- lines_read = accepted + dead_lettered + duplicates + buffered (buffered is 0 at the end).
+CREATE TABLE snapshots (
+    snapshot_id   INTEGER,
+    taken_at      TIMESTAMP,  -- wall-clock time of publication
+    watermark     TIMESTAMP,  -- event time every table is consistent up to (null: end of input)
+    lines_read    BIGINT,
+    accepted      BIGINT,
+    dead_lettered BIGINT,
+    duplicates    BIGINT,
+    late          BIGINT,
+    buffered      BIGINT,
+    contacts      BIGINT,
+    triggers      BIGINT,
+    config        VARCHAR     -- fingerprint of the rules config
+);
+
+-- view: contacts_per_stage
+CREATE VIEW contacts_per_stage AS
+SELECT stage, count(*) AS contacts, count(*) FILTER (WHERE user_id IS NOT NULL) AS known_contacts
+FROM contacts GROUP BY stage ORDER BY contacts DESC;
+
+-- view: contacts_per_segment
+CREATE VIEW contacts_per_segment AS
+SELECT segment, count(*) AS contacts FROM segment_members GROUP BY segment ORDER BY contacts DESC;
+
+-- view: triggers_per_action_per_day
+-- "E-mails sent" and "SMS sent" per day are the send_email and send_sms rows.
+CREATE VIEW triggers_per_action_per_day AS
+SELECT CAST(event_time AS DATE) AS day, action, count(*) AS triggers
+FROM triggers GROUP BY ALL ORDER BY day, action;
+
+-- view: targeted_contacts_per_day
+-- Distinct contacts reached by a configured action (not stage/segment bookkeeping) per day.
+CREATE VIEW targeted_contacts_per_day AS
+SELECT CAST(event_time AS DATE) AS day, count(DISTINCT contact_id) AS contacts
+FROM triggers
+WHERE action NOT IN ('stage_changed', 'segment_entered', 'segment_exited')
+GROUP BY ALL ORDER BY day;
+
+-- view: activity_log
+-- The event and trigger log: filter by time, kind, event type/name or rule.
+CREATE VIEW activity_log AS
+SELECT timestamp AS time, 'event' AS kind, contact_id, type AS event_type, name, NULL AS rule,
+       NULL AS action, message_id AS id
+FROM events
+UNION ALL
+SELECT event_time AS time, 'trigger' AS kind, contact_id, NULL AS event_type, NULL AS name, rule,
+       action, trigger_id AS id
+FROM triggers;
