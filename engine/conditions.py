@@ -226,8 +226,8 @@ def _eq_test(expected: Any, ignore_case: bool) -> Callable[[Any], bool]:
     if is_number(expected):
         return lambda a: is_number(a) and a == expected
     if ignore_case:
-        folded = expected.casefold()
-        return lambda a: isinstance(a, str) and a.casefold() == folded
+        folded = expected.lower()
+        return lambda a: isinstance(a, str) and a.lower() == folded
     return lambda a: isinstance(a, str) and a == expected
 
 
@@ -245,11 +245,11 @@ def _order_test(op: str, expected: Any) -> Callable[[Any], bool]:
 def _contains_test(expected: Any, ignore_case: bool) -> Callable[[Any], bool]:
     element = _eq_test(expected, ignore_case)
     if isinstance(expected, str):
-        needle = expected.casefold() if ignore_case else expected
+        needle = expected.lower() if ignore_case else expected
 
         def test(a: Any) -> bool:
             if isinstance(a, str):
-                return needle in (a.casefold() if ignore_case else a)
+                return needle in (a.lower() if ignore_case else a)
             if isinstance(a, (dict, set, frozenset)) and not ignore_case:
                 return expected in a
             if isinstance(a, (list, tuple, dict, set, frozenset)):
@@ -262,10 +262,10 @@ def _contains_test(expected: Any, ignore_case: bool) -> Callable[[Any], bool]:
 
 def _string_test(op: str, expected: str, ignore_case: bool) -> Callable[[Any], bool]:
     if ignore_case:
-        folded = expected.casefold()
+        folded = expected.lower()
         if op == "starts_with":
-            return lambda a: isinstance(a, str) and a.casefold().startswith(folded)
-        return lambda a: isinstance(a, str) and a.casefold().endswith(folded)
+            return lambda a: isinstance(a, str) and a.lower().startswith(folded)
+        return lambda a: isinstance(a, str) and a.lower().endswith(folded)
     if op == "starts_with":
         return lambda a: isinstance(a, str) and a.startswith(expected)
     return lambda a: isinstance(a, str) and a.endswith(expected)

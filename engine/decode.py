@@ -119,7 +119,7 @@ def _timestamp(obj: dict[str, Any]) -> int:
 
 def _build(obj: dict[str, Any], raw: bytes) -> Event:
     etype = obj.get("type")
-    if etype not in _EVENT_TYPES:
+    if not isinstance(etype, str) or etype not in _EVENT_TYPES:
         shown = "missing" if etype is None else repr(etype)[:40]
         raise _Reject("unknown_type", f"type is {shown}; expected one of {', '.join(EVENT_TYPES)}")
     anonymous_id = _identifier(obj, "anonymousId")

@@ -29,7 +29,7 @@ class IdentityShard:
         self.buffer = ReorderBuffer()
         self.changed_links: set[str] = set()
         self.changed_profiles: set[str] = set()
-        self.removed_profiles: set[str] = set()
+        self.removed_profiles: dict[str, tuple[str, int]] = {}  # anonymousId -> (merged into, at)
 
     @property
     def watermark(self) -> int:
@@ -92,7 +92,7 @@ class IdentityShard:
         if profile is not None:
             # The anonymous history joins the contact once; the profile stops existing here.
             self.changed_profiles.discard(device)
-            self.removed_profiles.add(device)
+            self.removed_profiles[device] = (user_id, e.ts)
             out.count("merges")
             out.routed.append(Routed(MERGE, user_id, e.ts, e.message_id, profile=profile, late=late))
 
@@ -102,12 +102,14 @@ class IdentityShard:
 
     # ------------------------------------------------------------ warehouse deltas
 
-    def take_changes(self) -> tuple[dict[str, tuple[str, int]], dict[str, ContactState], set[str]]:
-        """Return and forget what changed since the last call: links, profiles, removed profiles."""
+    def take_changes(
+        self,
+    ) -> tuple[dict[str, tuple[str, int]], dict[str, ContactState], dict[str, tuple[str, int]]]:
+        """Return and forget what changed since the last call: links, profiles, merged-away profiles."""
         links = {d: self.links[d] for d in self.changed_links}
         profiles = {a: self.profiles[a] for a in self.changed_profiles if a in self.profiles}
         removed = self.removed_profiles
-        self.changed_links, self.changed_profiles, self.removed_profiles = set(), set(), set()
+        self.changed_links, self.changed_profiles, self.removed_profiles = set(), set(), {}
         return links, profiles, removed
 
     def __getstate__(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def parse_iso_ms(text: str) -> int:
     if (n == 24 and text[19] == "." and text[23] == "Z") or (n == 20 and text[19] == "Z"):
         sec = text[17:19]
         frac = text[20:23] if n == 24 else "000"
-        if text[16] == ":" and sec.isdigit() and frac.isdigit():
+        if text[16] == ":" and sec.isascii() and sec.isdigit() and frac.isascii() and frac.isdigit():
             prefix = text[:16]
             base = _MINUTE_CACHE.get(prefix)
             if base is None:

@@ -49,7 +49,7 @@ class Export:
     stage: str  # "identity" or "contacts"
     shard: int
     contacts: list[dict[str, Any]] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)  # contact ids that stopped existing
+    merged: list[tuple[str, str, int]] = field(default_factory=list)  # (anonymous profile, into, at)
     identities: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     triggers: list[dict[str, Any]] = field(default_factory=list)

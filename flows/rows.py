@@ -21,6 +21,8 @@ CONTACT_PART = pa.schema(
     [
         ("contact_id", pa.string()),
         ("deleted", pa.bool_()),
+        ("merged_into", pa.string()),  # on a tombstone: the contact an anonymous profile merged into
+        ("merged_at", TS),
         ("user_id", pa.string()),
         ("email", pa.string()),
         ("anonymous_ids", pa.list_(pa.string())),
@@ -35,6 +37,8 @@ CONTACT_PART = pa.schema(
         ("last_seen", TS),
         ("first_campaign", pa.string()),
         ("visits", pa.int32()),
+        ("counts", pa.string()),
+        ("lists", pa.list_(pa.string())),
         ("events", pa.int32()),
         ("updated_at", TS),
     ]
@@ -52,6 +56,7 @@ EVENT_PART = pa.schema(
         ("user_id", pa.string()),
         ("timestamp", TS),
         ("properties", pa.string()),
+        ("context", pa.string()),
     ]
 )
 TRIGGER_PART = pa.schema(
@@ -90,6 +95,8 @@ def contact_row(c: ContactState) -> tuple[Any, ...]:
     return (
         c.contact_id,
         False,
+        None,
+        None,
         c.user_id,
         c.email,
         list(c.anonymous_ids),
@@ -104,14 +111,16 @@ def contact_row(c: ContactState) -> tuple[Any, ...]:
         c.last_seen,
         _json(c.first_campaign),
         c.visits,
+        _json(c.counts),
+        sorted(c.lists),
         c.events,
         c.updated_at,
     )
 
 
-def deleted_row(contact_id: str) -> tuple[Any, ...]:
-    """A tombstone: the contact no longer exists (an anonymous profile that merged)."""
-    return (contact_id, True) + (None,) * (len(CONTACT_PART) - 2)
+def merged_row(anonymous_id: str, into: str, at: int) -> tuple[Any, ...]:
+    """A tombstone: an anonymous profile merged into a known contact and no longer exists."""
+    return (anonymous_id, True, into, at) + (None,) * (len(CONTACT_PART) - 4)
 
 
 def identity_row(identifier: str, contact_id: str, linked_at: int) -> tuple[Any, ...]:
@@ -130,6 +139,7 @@ def event_row(contact_id: str, e: Event) -> tuple[Any, ...]:
         e.user_id,
         e.ts,
         _json(e.properties) if e.properties else None,
+        _json(e.context) if e.context else None,
     )
 
 

@@ -180,7 +180,7 @@ class IdentityLogic(_ShardLogic):
                     target,
                     len(state.buffer),
                     contacts=[rows.contact_row(c) for c in profiles.values()],
-                    deleted=sorted(removed),
+                    merged=[(anon, into, at) for anon, (into, at) in sorted(removed.items())],
                     identities=[rows.identity_row(d, cid, at) for d, (cid, at) in links.items()],
                 )))
         return emitted, self.RETAIN

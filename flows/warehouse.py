@@ -36,6 +36,11 @@ from .progress import PROGRESS
 
 DDL_PATH = Path(schemas.__file__).with_name("warehouse.sql")
 APPEND_ONLY = ("events", "triggers", "dead_letters")
+# Columns of append-only views that are computed rather than read as stored.
+DERIVED = {
+    # An anonymous profile's events belong to the contact it merged into.
+    "events": {"contact_id": "COALESCE((SELECT m.contact_id FROM merges m WHERE m.anonymous_id = p.contact_id), p.contact_id)"},
+}
 COMPACT_AFTER = 32  # parts per append-only table before they are merged into one
 
 
@@ -148,7 +153,7 @@ class WarehouseLogic(StatefulBatchLogic):
         # Shards export in any order; sort so part contents do not depend on arrival.
         for ex in sorted(exports, key=lambda e: (e.stage, e.shard)):
             contacts.extend(ex.contacts)
-            contacts.extend(rows.deleted_row(cid) for cid in ex.deleted)
+            contacts.extend(rows.merged_row(*m) for m in ex.merged)
             for table in gather:
                 gather[table].extend(getattr(ex, table))
             for k, v in ex.counts.items():
@@ -196,8 +201,9 @@ class WarehouseLogic(StatefulBatchLogic):
             if kind == "table" and name in APPEND_ONLY and st.parts[name]:
                 con.execute(sql.replace(f"CREATE TABLE {name} (", f"CREATE TEMP TABLE _shape_{name} (", 1))
                 cols = con.execute(f"DESCRIBE temp.main._shape_{name}").fetchall()
-                select = ", ".join(f"CAST({c[0]} AS {c[1]}) AS {c[0]}" for c in cols)
-                con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM read_parquet({_list(st.parts[name])})")
+                derived = DERIVED.get(name, {})
+                select = ", ".join(f"CAST({derived.get(c[0], 'p.' + c[0])} AS {c[1]}) AS {c[0]}" for c in cols)
+                con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM read_parquet({_list(st.parts[name])}) AS p")
             else:
                 con.execute(sql)
         contact_parts = st.parts["contacts"]
@@ -208,11 +214,15 @@ class WarehouseLogic(StatefulBatchLogic):
                 SELECT * EXCLUDE (rn) FROM (
                     SELECT *, row_number() OVER (PARTITION BY contact_id ORDER BY filename DESC) AS rn
                     FROM read_parquet({_list(contact_parts)}, filename = true)
-                ) WHERE rn = 1 AND NOT deleted""")
+                ) WHERE rn = 1""")
+            con.execute("""
+                INSERT INTO merges SELECT contact_id, merged_into, merged_at
+                FROM temp.main.current_contacts WHERE deleted ORDER BY 1""")
+            con.execute("DELETE FROM temp.main.current_contacts WHERE deleted")
             con.execute("""
                 INSERT INTO contacts SELECT contact_id, user_id, email, anonymous_ids, traits::JSON, grade, fit, stage,
                     stage_since, [s.segment FOR s IN segments], first_seen, last_seen,
-                    first_campaign::JSON, visits, events, updated_at
+                    first_campaign::JSON, visits, counts::JSON, lists, events, updated_at
                 FROM temp.main.current_contacts ORDER BY contact_id""")
             con.execute("""
                 INSERT INTO contact_scores SELECT contact_id, s.profile, s.score
@@ -269,8 +279,6 @@ class WarehouseLogic(StatefulBatchLogic):
                 query = f"""SELECT * EXCLUDE (rn, filename) FROM (
                     SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY filename DESC) AS rn
                     FROM read_parquet({_list(parts)}, filename = true)) WHERE rn = 1"""
-                if table == "contacts":
-                    query += " AND NOT deleted"
             else:
                 query = f"SELECT * FROM read_parquet({_list(parts)})"
             con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")

@@ -8,10 +8,15 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 
+from .commands import UsageError
+
 EPILOG = """\
 examples:
   leadstream check --config examples/marketing.toml
   leadstream generate --events 100000 --contacts 5000 --seed 7 --out events.jsonl
+  leadstream run --config examples/marketing.toml --input events.jsonl \
+      --warehouse out/warehouse.duckdb --triggers out/triggers.jsonl
+  leadstream segment pricing_interest --config examples/marketing.toml --warehouse out/warehouse.duckdb
   leadstream demo
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or config error.
@@ -115,11 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_flow_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the commands that need the Bytewax flow and the warehouse (imported lazily)."""
-    try:
-        from . import commands
-    except ImportError:  # the flow commands are optional while they are being built
-        return
+    """Register the commands that run the flow or read the warehouse."""
+    from . import commands
+
     commands.register(sub)
 
 
@@ -135,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as ex:
         for line in ex.problems:
             print(line, file=sys.stderr)
+        print("fix the config (check it with `leadstream check --config FILE`) and run again", file=sys.stderr)
+        return 2
+    except UsageError as ex:
+        print(f"leadstream {args.command}: {ex}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

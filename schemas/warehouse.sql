@@ -24,6 +24,8 @@ CREATE TABLE contacts (
     last_seen      TIMESTAMP,
     first_campaign JSON,                 -- context.campaign of the earliest event that had one
     visits         INTEGER,
+    counts         JSON,                 -- lifetime event counts: track name, or $page, $identify, ...
+    lists          VARCHAR[],            -- static lists from add_to_list / remove_from_list actions
     events         INTEGER,              -- events applied to the contact
     updated_at     TIMESTAMP             -- event time of the newest event applied
 );
@@ -44,6 +46,14 @@ CREATE TABLE identities (
     kind       VARCHAR,    -- 'user_id' or 'anonymous_id'
     contact_id VARCHAR,
     linked_at  TIMESTAMP   -- event time of the identify/alias that made the link
+);
+
+-- table: merges
+-- Anonymous profiles that merged into a known contact when their device identified.
+CREATE TABLE merges (
+    anonymous_id VARCHAR,
+    contact_id   VARCHAR,
+    merged_at    TIMESTAMP
 );
 
 -- table: segment_members
@@ -68,7 +78,8 @@ CREATE TABLE triggers (
 );
 
 -- table: events
--- Accepted events, attributed to the contact they were applied to.
+-- Accepted events. contact_id is the contact that owns the event now: events an
+-- anonymous profile collected belong to the known contact it merged into.
 CREATE TABLE events (
     message_id   VARCHAR,
     type         VARCHAR,
@@ -77,7 +88,8 @@ CREATE TABLE events (
     anonymous_id VARCHAR,
     user_id      VARCHAR,
     timestamp    TIMESTAMP,
-    properties   JSON
+    properties   JSON,
+    context      JSON      -- campaign/UTM, page, consent, ...
 );
 
 -- table: dead_letters
