@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from operator import attrgetter
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any, Callable
@@ -99,6 +100,7 @@ class Compiled:
     deps: frozenset[str]
     uses_event: bool
     leaves: tuple[str, ...]  # field names, in order, for the trigger's `reason`
+    parts: tuple[Compiled, ...] = ()  # the children of an all/any group
 
 
 @dataclass
@@ -141,7 +143,7 @@ def _state_getter(root: str, rest: str) -> tuple[Callable[[Any, Any, int], Any],
     if root == "score":
         return (lambda c, e, now: c.scores.get(rest, 0.0)), f"score.{rest}"
     if root == "counts":
-        return (lambda c, e, now: c.counts.get(rest, 0)), "counts"
+        return (lambda c, e, now: c.counts.get(rest, 0)), f"counts.{rest}"
     if root == "first_campaign":
         return (lambda c, e, now: dig(c.first_campaign, (rest,))), "first_campaign"
     simple: dict[str, Callable[[Any, Any, int], Any]] = {
@@ -383,13 +385,39 @@ def _compile_group(kind: str, items: Any, path: str, node: Any, ctx: CompileCont
     deps = frozenset().union(*(part.deps for part in parts))  # type: ignore[union-attr]
     uses_event = any(part.uses_event for part in parts)  # type: ignore[union-attr]
     leaves = tuple(leaf for part in parts for leaf in part.leaves)  # type: ignore[union-attr]
+    return Compiled(combine(kind, fns), node, deps, uses_event, leaves, tuple(parts))  # type: ignore[arg-type]
+
+
+def combine(kind: str, fns: tuple[Fn, ...]) -> Fn:
+    """Join compiled children with and/or; small arities get flat closures (the hot path)."""
+    if not fns:
+        return lambda c, e, now: kind == "all"
     if len(fns) == 1:
-        fn = fns[0]
-    elif kind == "all":
-        fn = lambda c, e, now: all(f(c, e, now) for f in fns)
-    else:
-        fn = lambda c, e, now: any(f(c, e, now) for f in fns)
-    return Compiled(fn, node, deps, uses_event, leaves)
+        return fns[0]
+    if len(fns) == 2:
+        f1, f2 = fns
+        if kind == "all":
+            return lambda c, e, now: f1(c, e, now) and f2(c, e, now)
+        return lambda c, e, now: f1(c, e, now) or f2(c, e, now)
+    if len(fns) == 3:
+        f1, f2, f3 = fns
+        if kind == "all":
+            return lambda c, e, now: f1(c, e, now) and f2(c, e, now) and f3(c, e, now)
+        return lambda c, e, now: f1(c, e, now) or f2(c, e, now) or f3(c, e, now)
+    if kind == "all":
+        def all_of(c: Any, e: Any, now: int) -> bool:
+            for f in fns:
+                if not f(c, e, now):
+                    return False
+            return True
+        return all_of
+
+    def any_of(c: Any, e: Any, now: int) -> bool:
+        for f in fns:
+            if f(c, e, now):
+                return True
+        return False
+    return any_of
 
 
 def _compile_leaf(node: dict[str, Any], path: str, ctx: CompileContext) -> Compiled | None:
@@ -422,13 +450,34 @@ def _compile_leaf(node: dict[str, Any], path: str, ctx: CompileContext) -> Compi
     _check_reference(node, path, ctx)
     if getter is None or test is None:
         return None
-    g, t = getter, test
+    fn = _fast_leaf(node) or _generic_leaf(getter, test)
+    return Compiled(fn, node, frozenset({dep}), uses_event, (node["field"],))
 
+
+_EVENT_ATTRS = ("type", "name", "message_id", "user_id", "anonymous_id", "group_id")
+
+
+def _fast_leaf(node: dict[str, Any]) -> Fn | None:
+    """Flat closures for the tests that run on every event: string equality on an event field.
+
+    A string only ever equals a string, so no MISSING or type check is needed.
+    """
+    value = node.get("value")
+    if node.get("op") != "eq" or not isinstance(value, str) or node.get("ignore_case"):
+        return None
+    field_name = node["field"]
+    if field_name.startswith("event.") and field_name[6:] in _EVENT_ATTRS:
+        get = attrgetter(field_name[6:])
+        return lambda c, e, now: e is not None and get(e) == value
+    return None
+
+
+def _generic_leaf(g: Callable[[Any, Any, int], Any], t: Callable[[Any], bool]) -> Fn:
     def fn(c: Any, e: Any, now: int) -> bool:
         actual = g(c, e, now)
         return actual is not MISSING and t(actual)
 
-    return Compiled(fn, node, frozenset({dep}), uses_event, (node["field"],))
+    return fn
 
 
 def _check_reference(node: dict[str, Any], path: str, ctx: CompileContext) -> None:

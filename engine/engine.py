@@ -13,7 +13,7 @@ from bisect import insort
 from typing import Any, Iterable
 
 from .actions import ActionSpec
-from .conditions import Compiled, explain
+from .conditions import Compiled, combine, explain
 from .config import AutomationRule, CompletionAction, Config, ScoringRule
 from .contact import ContactState
 from .events import Event
@@ -36,32 +36,44 @@ class _EventIndex:
     """
 
     def __init__(self, items: Iterable[tuple[Compiled, Any]]) -> None:
-        self._items = [(self._pins(cond), cond, payload) for cond, payload in items]
-        self._cache: dict[tuple[str, str | None], list[tuple[Compiled, Any]]] = {}
+        self._items = [self._split(cond) + (payload,) for cond, payload in items]
+        self._cache: dict[tuple[str, str | None], list[tuple[Any, Any]]] = {}
 
     @staticmethod
-    def _pins(cond: Compiled) -> tuple[str | None, str | None]:
+    def _split(cond: Compiled) -> tuple[str | None, str | None, Any]:
+        """Return (pinned type, pinned name, the test of what is left once the pins hold)."""
         node = cond.node
         pinned: dict[str, str] = {}
-        for leaf in node.get("all", ()) if isinstance(node, dict) else ():
-            if (
-                isinstance(leaf, dict)
-                and leaf.get("field") in ("event.type", "event.name")
-                and leaf.get("op") == "eq"
-                and not leaf.get("ignore_case")
-                and isinstance(leaf.get("value"), str)
-            ):
-                pinned[leaf["field"]] = leaf["value"]
-        return pinned.get("event.type"), pinned.get("event.name")
+        rest = []
+        if isinstance(node, dict) and "all" in node and len(cond.parts) == len(node["all"]):
+            for leaf, part in zip(node["all"], cond.parts):
+                if (
+                    isinstance(leaf, dict)
+                    and leaf.get("field") in ("event.type", "event.name")
+                    and leaf.get("op") == "eq"
+                    and not leaf.get("ignore_case")
+                    and isinstance(leaf.get("value"), str)
+                    and leaf["field"] not in pinned
+                ):
+                    pinned[leaf["field"]] = leaf["value"]
+                else:
+                    rest.append(part.fn)
+            test = combine("all", tuple(rest))
+        else:
+            test = cond.fn
+        return pinned.get("event.type"), pinned.get("event.name"), test
 
-    def candidates(self, event: Event) -> list[tuple[Compiled, Any]]:
-        """Return the (condition, payload) pairs that may match this event, in config order."""
+    def candidates(self, event: Event) -> list[tuple[Any, Any]]:
+        """Return (test, payload) pairs that may match this event, in config order.
+
+        The test is the condition minus the pins the index already checked.
+        """
         key = (event.type, event.name)
         found = self._cache.get(key)
         if found is None:
             found = [
-                (cond, payload)
-                for (ptype, pname), cond, payload in self._items
+                (test, payload)
+                for ptype, pname, test, payload in self._items
                 if (ptype is None or ptype == event.type) and (pname is None or pname == event.name)
             ]
             if len(self._cache) < 10_000:  # event names come from the input; bound the cache
@@ -144,7 +156,7 @@ class Engine:
             dirty.add("identity")
         key = _event_key(e)
         c.counts[key] = c.counts.get(key, 0) + 1
-        dirty.add("counts")
+        dirty.add("counts." + key)
         campaign = e.context.get("campaign") if e.context else None
         if isinstance(campaign, dict) and campaign and (c.first_campaign_at is None or now < c.first_campaign_at):
             c.first_campaign = {k: v for k, v in campaign.items() if isinstance(v, (str, int, float))}
@@ -187,8 +199,8 @@ class Engine:
 
     def _score(self, c: ContactState, e: Event, dirty: set[str]) -> None:
         now = e.ts
-        for cond, (profile, rule) in self._scoring.candidates(e):
-            if cond.fn(c, e, now) and self._within_cap(c, rule, now):
+        for test, (profile, rule) in self._scoring.candidates(e):
+            if test(c, e, now) and self._within_cap(c, rule, now):
                 c.scores[profile] = c.scores.get(profile, 0.0) + rule.points
                 dirty.add(f"score.{profile}")
 
@@ -307,12 +319,12 @@ class Engine:
             )
 
     def _completion_actions(self, c: ContactState, e: Event, out: list[Trigger]) -> None:
-        for cond, ca in self._completions.candidates(e):
+        for test, ca in self._completions.candidates(e):
             ca: CompletionAction
             if ca.since_ms is not None and e.ts < ca.since_ms:
                 continue  # not retroactive: events before the action existed never fire it
-            if cond.fn(c, e, e.ts):
-                reason = {"values": explain(cond, c, e, e.ts), "cause": e.message_id}
+            if test(c, e, e.ts):
+                reason = {"values": explain(ca.condition, c, e, e.ts), "cause": e.message_id}
                 self._emit(c, ca.rule_id, ca.actions, e.ts, e.message_id, reason, out)
 
     def _run_rule(self, c: ContactState, rule: AutomationRule, now: int, occ: str, out: list[Trigger]) -> None:

@@ -15,7 +15,7 @@ from .engine import Engine
 from .events import Event
 from .identity import IdentityShard
 from .ids import shard_of
-from .ordering import FOREVER, NEVER, watermark_for
+from .ordering import NEVER, watermark_for
 from .routing import Routed, ShardOutput
 from .triggers import Trigger
 
@@ -47,8 +47,12 @@ class LocalPipeline:
             self._step(pending)
 
     def finish(self) -> None:
-        """End of input: the watermark jumps to the end of time and everything is applied."""
-        self._advance(FOREVER)
+        """End of input: the watermark moves to the newest event time and everything read is applied.
+
+        Like the flow, it does not jump to the end of time: timers due after the last
+        event stay pending, as they would in a live run at that moment.
+        """
+        self._advance(self.max_ts)
 
     def _step(self, events: list[Event]) -> None:
         out = ShardOutput()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bisect import insort
 
-from .ordering import FOREVER, NEVER, watermark_for
+from .ordering import NEVER, watermark_for
 
 
 class SourceClock:
@@ -18,7 +18,9 @@ class SourceClock:
     A partition's own watermark is its newest event time minus the allowed lateness.
     A followed partition that has gone idle extrapolates its event time by the idle
     wall time (its data in flight has all arrived), so idle streams still fire timers.
-    A partition at end of input no longer holds anything back.
+    A partition at end of input no longer holds anything back; once every partition
+    has ended, the watermark is the newest event time of all: everything read is
+    applied, and timers due later stay pending, as they would in a live run.
     """
 
     __slots__ = ("parts", "lateness_ms", "maxima", "idle", "ended", "floors")
@@ -32,6 +34,11 @@ class SourceClock:
         # A partition's watermark never goes back, even when new data ends its idleness.
         self.floors: dict[str, int] = {}
 
+    def restart(self, parts: tuple[str, ...]) -> None:
+        """Resume with this run's partitions; every partition must report its end again."""
+        self.parts = parts
+        self.ended = set()
+
     def observe(self, part: str, max_ts: int, idle_ms: int = 0, eof: bool = False) -> None:
         """Record a tick from a partition: its newest event time, idle time, end of input."""
         if max_ts > self.maxima.get(part, NEVER):
@@ -43,8 +50,15 @@ class SourceClock:
         if mark is not None and mark > self.floors.get(part, NEVER):
             self.floors[part] = mark
 
+    @property
+    def complete(self) -> bool:
+        """True once every partition has reached the end of its input."""
+        return all(p in self.ended for p in self.parts)
+
     def own_watermark(self, part: str) -> int | None:
-        """One partition's watermark, or None when it does not constrain (idle without data)."""
+        """One partition's watermark, or None when it does not constrain (ended, or idle without data)."""
+        if part in self.ended:
+            return None
         mark = self._computed(part)
         floor = self.floors.get(part)
         if mark is None or floor is None:
@@ -52,8 +66,6 @@ class SourceClock:
         return max(mark, floor)
 
     def _computed(self, part: str) -> int | None:
-        if part in self.ended:
-            return FOREVER
         newest = self.maxima.get(part)
         idle = self.idle.get(part, 0)
         if newest is None:
@@ -64,7 +76,9 @@ class SourceClock:
         return wm
 
     def watermark(self) -> int:
-        """The minimum over all partitions of their own watermark."""
+        """The minimum over all partitions of their own watermark (see the class doc for the end)."""
+        if self.complete:
+            return max((self.maxima[p] for p in self.parts if p in self.maxima), default=NEVER)
         marks = [m for m in (self.own_watermark(p) for p in self.parts) if m is not None]
         return min(marks) if marks else NEVER
 
@@ -72,16 +86,28 @@ class SourceClock:
 class UpstreamClock:
     """The watermark of a downstream stage: the minimum over every upstream shard's progress."""
 
-    __slots__ = ("upstream", "marks")
+    __slots__ = ("upstream", "marks", "finished")
 
     def __init__(self, upstream: int) -> None:
         self.upstream = upstream
         self.marks: dict[int, int] = {}
+        self.finished: set[int] = set()
 
-    def observe(self, shard: int, watermark: int) -> None:
-        """Record how far one upstream shard has applied everything."""
+    def observe(self, shard: int, watermark: int, final: bool = False) -> None:
+        """Record how far one upstream shard has applied everything, and whether its input ended."""
         if watermark > self.marks.get(shard, NEVER):
             self.marks[shard] = watermark
+        if final:
+            self.finished.add(shard)
+
+    @property
+    def complete(self) -> bool:
+        """True once every upstream shard has reported the end of its input."""
+        return len(self.finished) >= self.upstream
+
+    def restart(self) -> None:
+        """Forget end-of-input reports: a resumed run reads (and ends) again."""
+        self.finished = set()
 
     def watermark(self) -> int:
         """Everything at or before this time has arrived from every upstream shard."""

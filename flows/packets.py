@@ -39,6 +39,7 @@ class ToContacts:
     records: list[Routed]
     watermark: int
     cut: int | None = None
+    final: bool = False  # the sender has applied all of its input
 
 
 @dataclass(slots=True)
@@ -56,3 +57,4 @@ class Export:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     buffered: int = 0
+    final: bool = False  # the export at the end of input

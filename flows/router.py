@@ -13,7 +13,8 @@ from .packets import Tick, ToIdentity
 from .sources import SourceBatch
 
 # How often a partition's progress reaches shards that had no events from it.
-BROADCAST_EVERY_S = 0.1
+BROADCAST_FOLLOW_S = 0.1
+BROADCAST_REPLAY_S = 0.5
 
 
 class Router:
@@ -24,8 +25,9 @@ class Router:
     after a restart it rebuilds from new data, and shards keep the larger value.
     """
 
-    def __init__(self, shards: int, lateness_ms: int, cut_interval_s: float) -> None:
+    def __init__(self, shards: int, lateness_ms: int, cut_interval_s: float, follow: bool = False) -> None:
         self.shards = shards
+        self.broadcast_s = BROADCAST_FOLLOW_S if follow else BROADCAST_REPLAY_S
         self.lateness_ms = lateness_ms
         self.cut_interval_s = cut_interval_s
         self._max: dict[str, int] = {}
@@ -72,7 +74,7 @@ class Router:
             self._last_cut[batch.part] = now
         self._last_cut.setdefault(batch.part, now)
         everyone = batch.eof or batch.idle_ms > 0 or cut is not None
-        if everyone or now - self._last_broadcast.get(batch.part, 0.0) >= BROADCAST_EVERY_S:
+        if everyone or now - self._last_broadcast.get(batch.part, 0.0) >= self.broadcast_s:
             self._last_broadcast[batch.part] = now
             for shard in range(shards):
                 if shard not in packets:

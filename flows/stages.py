@@ -20,15 +20,17 @@ from engine.contacts import ContactShard
 from engine.engine import Engine
 from engine.identity import IdentityShard
 from engine.ids import shard_of
-from engine.ordering import FOREVER, NEVER
+from engine.ordering import NEVER
 from engine.routing import Routed, ShardOutput
 from engine.watermarks import CutQueue, SourceClock, UpstreamClock
 
 from . import rows
 from .packets import Export, ToContacts, ToIdentity
 
-# How often a shard's progress reaches downstream shards it sent nothing to.
-BROADCAST_EVERY_S = 0.2
+# How often a shard's progress reaches downstream shards it sent nothing to: often when
+# following a live stream (latency), rarely in a replay (every broadcast is N packets).
+BROADCAST_FOLLOW_S = 0.2
+BROADCAST_REPLAY_S = 1.0
 
 # Tags of the values the stateful steps emit; the flow splits on them.
 TO_CONTACTS, TRIGGER, DEAD_LETTER, EXPORT = "c", "t", "d", "x"
@@ -41,6 +43,7 @@ class StageContext:
     config: Config
     parts: tuple[str, ...]
     shards: int
+    follow: bool = False
     engine: Engine = field(init=False)
 
     def __post_init__(self) -> None:
@@ -66,7 +69,12 @@ class _Pending:
 
 
 def _trigger_lines(out: ShardOutput) -> list[tuple[str, tuple[str, str]]]:
-    return [(TRIGGER, ("triggers", orjson.dumps(t.to_dict()).decode())) for t in out.triggers]
+    # One item per batch: the file sink writes it as consecutive lines, at a fraction
+    # of the per-item cost of the dataflow.
+    if not out.triggers:
+        return []
+    text = "\n".join(orjson.dumps(t.to_dict()).decode() for t in out.triggers)
+    return [(TRIGGER, ("triggers", text))]
 
 
 class _ShardLogic(StatefulBatchLogic):
@@ -82,6 +90,9 @@ class _ShardLogic(StatefulBatchLogic):
         self.rule_fingerprints = ctx.config.rule_fingerprints()
         self.retro: set[str] = set()
         self.last_broadcast = 0.0
+        # Whether this run's end of input was exported; never restored, so a resumed
+        # run that reaches the end again publishes a final snapshot again.
+        self.completed = False
 
     def _restore_rules(self, seen: dict[str, str]) -> None:
         # Automation rules are retroactive: one that appeared since the state was saved
@@ -103,7 +114,7 @@ class _ShardLogic(StatefulBatchLogic):
     def _mark_changed(self, contact_id: str) -> None:
         raise NotImplementedError
 
-    def _export(self, cut: int, buffered: int, **tables: Any) -> Export:
+    def _export(self, cut: int, buffered: int, final: bool, **tables: Any) -> Export:
         p = self.pending
         self.pending = _Pending()
         return Export(
@@ -115,12 +126,23 @@ class _ShardLogic(StatefulBatchLogic):
             dead_letters=p.dead_letters,
             counts=p.counts,
             buffered=buffered,
+            final=final,
             **tables,
         )
 
-    def _due_broadcast(self, watermark: int) -> bool:
+    def _steps(self, watermark: int, complete: bool) -> list[tuple[int, bool, bool]]:
+        """The advance in steps (target, is_cut, is_final); the end of input is a final cut."""
+        steps = [(target, is_cut, False) for target, is_cut in self.cuts.steps(watermark)]
+        if complete and not self.completed:
+            self.completed = True
+            target = steps[-1][0]
+            steps[-1] = (target, True, True)
+        return steps
+
+    def _due_broadcast(self) -> bool:
         now = time.monotonic()
-        if watermark >= FOREVER or now - self.last_broadcast >= BROADCAST_EVERY_S:
+        every = BROADCAST_FOLLOW_S if self.ctx.follow else BROADCAST_REPLAY_S
+        if now - self.last_broadcast >= every:
             self.last_broadcast = now
             return True
         return False
@@ -141,6 +163,7 @@ class IdentityLogic(_ShardLogic):
             self.state, self.clock, self.cuts, self.pending = (
                 resume["state"], resume["clock"], resume["cuts"], resume["pending"])
             self.shard_no = self.state.shard
+            self.clock.restart(ctx.parts)
             self._restore_rules(resume["rules"])
         self.sent_watermark = self.state.watermark
 
@@ -162,30 +185,29 @@ class IdentityLogic(_ShardLogic):
                 state.receive(engine, packet.events, out)
             for rej in packet.rejections:
                 pending.dead_letters.append(rows.dead_letter_row(rej))
-                emitted.append((DEAD_LETTER, ("dead_letters", orjson.dumps(rej.to_dict()).decode())))
             if packet.rejections:
+                text = "\n".join(orjson.dumps(rej.to_dict()).decode() for rej in packet.rejections)
+                emitted.append((DEAD_LETTER, ("dead_letters", text)))
                 pending.counts["dead_lettered"] = pending.counts.get("dead_lettered", 0) + len(packet.rejections)
         self._run_retroactive(list(state.profiles.values()), state.watermark, out)
-        self._flush(out, state.watermark, None, emitted)
-        watermark = self.clock.watermark()
-        if watermark >= FOREVER:
-            self.cuts.add(FOREVER)
-        for target, is_cut in self.cuts.steps(watermark):
+        self._flush(out, state.watermark, None, False, emitted)
+        for target, is_cut, final in self._steps(self.clock.watermark(), self.clock.complete):
             out = ShardOutput()
             state.advance(engine, target, out)
-            self._flush(out, max(target, state.watermark), target if is_cut else None, emitted)
+            self._flush(out, max(target, state.watermark), target if is_cut else None, final, emitted)
             if is_cut:
                 links, profiles, removed = state.take_changes()
                 emitted.append((EXPORT, self._export(
                     target,
                     len(state.buffer),
+                    final,
                     contacts=[rows.contact_row(c) for c in profiles.values()],
                     merged=[(anon, into, at) for anon, (into, at) in sorted(removed.items())],
                     identities=[rows.identity_row(d, cid, at) for d, (cid, at) in links.items()],
                 )))
         return emitted, self.RETAIN
 
-    def _flush(self, out: ShardOutput, watermark: int, cut: int | None, emitted: list[Any]) -> None:
+    def _flush(self, out: ShardOutput, watermark: int, cut: int | None, final: bool, emitted: list[Any]) -> None:
         """Send records downstream; at a cut or when due, tell every contact shard our progress."""
         self.pending.absorb(out)
         emitted.extend(_trigger_lines(out))
@@ -194,10 +216,12 @@ class IdentityLogic(_ShardLogic):
         for r in out.routed:
             by_shard.setdefault(shard_of(r.contact_id, shards), []).append(r)
         advanced = watermark > self.sent_watermark
-        everyone = cut is not None or (advanced and self._due_broadcast(watermark))
+        everyone = cut is not None or (advanced and self._due_broadcast())
         targets = range(shards) if everyone else by_shard
         for shard in targets:
-            emitted.append((TO_CONTACTS, str(shard), ToContacts(self.shard_no, shard, by_shard.get(shard, []), watermark, cut)))
+            emitted.append(
+                (TO_CONTACTS, str(shard), ToContacts(self.shard_no, shard, by_shard.get(shard, []), watermark, cut, final))
+            )
         if everyone:
             self.sent_watermark = watermark
 
@@ -221,6 +245,7 @@ class ContactLogic(_ShardLogic):
             self.state, self.clock, self.cuts, self.pending = (
                 resume["state"], resume["clock"], resume["cuts"], resume["pending"])
             self.shard_no = self.state.shard
+            self.clock.restart()
             self._restore_rules(resume["rules"])
 
     def _mark_changed(self, contact_id: str) -> None:
@@ -237,12 +262,11 @@ class ContactLogic(_ShardLogic):
                 self.cuts.add(packet.cut)
             if packet.records:
                 state.receive(engine, packet.records, out)
-            self.clock.observe(packet.src, packet.watermark)
+            self.clock.observe(packet.src, packet.watermark, packet.final)
         self._run_retroactive(list(state.contacts.values()), state.watermark, out)
         self.pending.absorb(out)
         emitted.extend(_trigger_lines(out))
-        watermark = self.clock.watermark()
-        for target, is_cut in self.cuts.steps(watermark):
+        for target, is_cut, final in self._steps(self.clock.watermark(), self.clock.complete):
             out = ShardOutput()
             state.advance(engine, target, out)
             self.pending.absorb(out)
@@ -250,7 +274,7 @@ class ContactLogic(_ShardLogic):
             if is_cut:
                 changed = state.take_changes()
                 emitted.append((EXPORT, self._export(
-                    target, len(state.buffer), contacts=[rows.contact_row(c) for c in changed.values()])))
+                    target, len(state.buffer), final, contacts=[rows.contact_row(c) for c in changed.values()])))
         return emitted, self.RETAIN
 
     def snapshot(self) -> dict[str, Any]:

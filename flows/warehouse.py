@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 from bytewax.operators import StatefulBatchLogic
 
 import schemas
-from engine.ordering import FOREVER
 
 from . import rows
 from .packets import Export
@@ -73,6 +72,7 @@ class WarehouseState:
     seq: int = 0
     last_cut: int | None = None
     dirty: bool = False
+    final: bool = False  # the last applied cut was the end of input
     retired: dict[str, float] = field(default_factory=dict)  # part -> wall time it left the warehouse
 
 
@@ -103,7 +103,7 @@ class WarehouseLogic(StatefulBatchLogic):
             for cut in sorted(c for c in st.pending if c <= last):
                 self._apply(cut, st.pending.pop(cut))
         out: list[Any] = []
-        if st.dirty and (st.last_cut == FOREVER or time.monotonic() - self.last_publish >= self.interval_s):
+        if st.dirty and (st.final or time.monotonic() - self.last_publish >= self.interval_s):
             out.append(self.publish())
         return out, self.RETAIN
 
@@ -164,6 +164,7 @@ class WarehouseLogic(StatefulBatchLogic):
         for table, data in gather.items():
             self._write_part(table, data)
         st.last_cut = cut
+        st.final = any(ex.final for ex in exports)
         st.dirty = True
 
     # ------------------------------------------------------------ publishing
@@ -247,7 +248,7 @@ class WarehouseLogic(StatefulBatchLogic):
         row = (
             len(st.snapshots) + 1,
             datetime.now(timezone.utc).replace(tzinfo=None),
-            None if st.last_cut is None or st.last_cut >= FOREVER else datetime.fromtimestamp(
+            None if st.last_cut is None or st.last_cut < 0 else datetime.fromtimestamp(
                 st.last_cut / 1000, tz=timezone.utc).replace(tzinfo=None),
             accepted + dead + dups + buffered,
             accepted,

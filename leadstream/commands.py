@@ -6,6 +6,7 @@ import argparse
 import shutil
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,31 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--snapshot-interval", type=float, default=10.0, metavar="SECONDS",
                      help="publish a warehouse snapshot at least this often (default 10)")
     run.add_argument("--shards", type=int, metavar="N", help="override [settings] shards of the config")
+    run.add_argument("--recovery", metavar="DIR",
+                     help="Bytewax recovery directory (created and initialised when empty): after a crash, run "
+                     "the same command again to resume with no lost events and no doubled effects; a later run "
+                     "with the same directory continues from the saved state")
+    run.add_argument("--epoch-interval", type=float, default=10.0, metavar="SECONDS",
+                     help="how often state is snapshotted for recovery (default 10)")
     run.add_argument("--quiet", action="store_true", help="no progress line and no summary")
     run.set_defaults(func=cmd_run)
 
 
-def _prepare_outputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+def _recovery(args: argparse.Namespace) -> tuple[Any, bool]:
+    """Return (RecoveryConfig or None, whether a previous run's state is there to resume)."""
+    if not getattr(args, "recovery", None):
+        return None, False
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+
+    folder = Path(args.recovery)
+    folder.mkdir(parents=True, exist_ok=True)
+    resuming = any(folder.iterdir())
+    if not resuming:
+        init_db_dir(folder, max(1, args.workers))
+    return RecoveryConfig(folder), resuming
+
+
+def _prepare_outputs(args: argparse.Namespace, resuming: bool) -> tuple[Path, Path, Path]:
     warehouse = Path(args.warehouse)
     triggers = Path(args.triggers)
     dead = Path(args.dead_letter) if args.dead_letter else triggers.with_name("dead_letters.jsonl")
@@ -62,8 +83,9 @@ def _prepare_outputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
         raise UsageError("--warehouse, --triggers and --dead-letter must be three different files")
     for path in (warehouse, triggers, dead):
         path.parent.mkdir(parents=True, exist_ok=True)
-    # A new run publishes a new warehouse: parts of an earlier run would be orphans.
-    shutil.rmtree(Path(str(warehouse) + ".parts"), ignore_errors=True)
+    if not resuming:
+        # A fresh run publishes a new warehouse: parts of an earlier run would be orphans.
+        shutil.rmtree(Path(str(warehouse) + ".parts"), ignore_errors=True)
     return warehouse, triggers, dead
 
 
@@ -84,16 +106,18 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--input names no JSONL files (a directory must hold .jsonl or .jsonl.gz files)")
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    warehouse, triggers, dead = _prepare_outputs(args)
+    recovery, resuming = _recovery(args)
+    warehouse, triggers, dead = _prepare_outputs(args, resuming)
     opts = FlowOptions(parts, warehouse, triggers, dead, args.follow, args.snapshot_interval, args.shards)
     flow = build_flow(config, opts)
+    epoch = timedelta(seconds=getattr(args, "epoch_interval", 10.0))
     started = time.monotonic()
     with ProgressDisplay() if not args.quiet else _Nothing():
         try:
             if args.workers == 1:
-                run_main(flow)
+                run_main(flow, epoch_interval=epoch, recovery_config=recovery)
             else:
-                cli_main(flow, workers_per_process=args.workers)
+                cli_main(flow, workers_per_process=args.workers, epoch_interval=epoch, recovery_config=recovery)
         except KeyboardInterrupt:
             pass  # --follow ends with Ctrl-C; the last published snapshot stands
     elapsed = time.monotonic() - started
@@ -277,7 +301,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_args = argparse.Namespace(
         input=[str(events)], warehouse=str(folder / "warehouse.duckdb"), triggers=str(folder / "triggers.jsonl"),
         dead_letter=str(folder / "dead_letters.jsonl"), follow=False, workers=1, snapshot_interval=10.0,
-        shards=None, quiet=False,
+        shards=None, quiet=False, recovery=None, epoch_interval=10.0,
     )
     print(f"running {EXAMPLE_CONFIG.name} over it", file=sys.stderr)
     summary = run_flow(load_config(EXAMPLE_CONFIG), run_args)

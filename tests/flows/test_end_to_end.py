@@ -1,0 +1,117 @@
+"""End to end: the real flow in a child process, the warehouse read by this process."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+
+from engine.config import load_config
+from engine.decode import decode_line
+from engine.events import Event
+from engine.pipeline import LocalPipeline
+
+from .conftest import CONFIG, last_snapshot, run_into, tables, trigger_ids
+
+pytestmark = pytest.mark.slow
+
+
+def test_flow_agrees_with_the_reference_pipeline(clickstream: Path, baseline: Path) -> None:
+    """The Bytewax flow emits exactly the triggers of the in-memory reference run of the engine."""
+    events = [e for e in map(decode_line, clickstream.read_bytes().splitlines()) if isinstance(e, Event)]
+    pipe = LocalPipeline(load_config(CONFIG))
+    pipe.feed(events, batch=2000)
+    pipe.finish()
+    assert sorted(trigger_ids(baseline / "triggers.jsonl")) == sorted(t.trigger_id for t in pipe.triggers)
+    contacts = pipe.contacts()
+    rows = tables(baseline / "warehouse.duckdb")["contacts"]
+    assert {r[0] for r in rows} == set(contacts)
+    stage = {r[0]: r[7] for r in rows}
+    assert stage == {cid: c.stage for cid, c in contacts.items()}
+
+
+@pytest.mark.parametrize("extra", [("--workers", "2"), ("--shards", "7")], ids=["two_workers", "seven_shards"])
+def test_same_results_whatever_the_workers_and_shards(clickstream: Path, baseline: Path, tmp_path: Path, extra: tuple[str, ...]) -> None:
+    """1 worker, 2 workers and another shard count give identical warehouse tables and trigger ids."""
+    run_into(tmp_path, [clickstream], *extra)
+    assert tables(tmp_path / "warehouse.duckdb") == tables(baseline / "warehouse.duckdb")
+    assert sorted(trigger_ids(tmp_path / "triggers.jsonl")) == sorted(trigger_ids(baseline / "triggers.jsonl"))
+
+
+def _shuffle_within_lateness(lines: list[bytes], lateness_ms: int, seed: int) -> list[bytes]:
+    """Reorder lines so no event arrives after one more than half the lateness newer.
+
+    Sorting by event time plus a jitter below lateness/2 bounds how far behind the
+    newest event so far any line can arrive. Undecodable lines keep their neighbours.
+    """
+    rng = random.Random(seed)
+    keyed, last = [], 0
+    for i, raw in enumerate(lines):
+        e = decode_line(raw)
+        if isinstance(e, Event):
+            last = e.ts
+        keyed.append((last + rng.uniform(0, lateness_ms / 2), i, raw))
+    return [raw for _, _, raw in sorted(keyed)]
+
+
+def test_same_results_whatever_the_arrival_order(clickstream: Path, baseline: Path, tmp_path: Path) -> None:
+    """Lines shuffled within the allowed lateness give the same tables and triggers; nothing is late."""
+    lines = clickstream.read_bytes().splitlines()
+    shuffled = _shuffle_within_lateness(lines, load_config(CONFIG).settings.allowed_lateness_ms, seed=5)
+    assert shuffled != lines
+    path = tmp_path / "shuffled.jsonl"
+    path.write_bytes(b"\n".join(shuffled) + b"\n")
+    run_into(tmp_path / "out", [path])
+    got, want = tables(tmp_path / "out" / "warehouse.duckdb"), tables(baseline / "warehouse.duckdb")
+    assert got == want
+    assert sorted(trigger_ids(tmp_path / "out" / "triggers.jsonl")) == sorted(trigger_ids(baseline / "triggers.jsonl"))
+    assert last_snapshot(tmp_path / "out" / "warehouse.duckdb")["late"] == 0
+
+
+def test_input_reconciles_and_dead_letters_keep_the_line(clickstream: Path, baseline: Path) -> None:
+    """lines in = accepted + dead-lettered + duplicates; each dead letter has reason, detail, raw and source."""
+    lines = clickstream.read_bytes().split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    snap = last_snapshot(baseline / "warehouse.duckdb")
+    assert snap["lines_read"] == len(lines)
+    assert snap["accepted"] + snap["dead_lettered"] + snap["duplicates"] == len(lines)
+    assert snap["buffered"] == 0
+    assert snap["dead_lettered"] > 50 and snap["duplicates"] > 10
+    dead = [orjson.loads(x) for x in (baseline / "dead_letters.jsonl").read_bytes().splitlines()]
+    assert len(dead) == snap["dead_lettered"]
+    reasons = {d["reason"] for d in dead}
+    assert {"invalid_json", "not_an_object", "unknown_type", "missing_identity", "bad_timestamp", "too_large",
+            "junk_identifier", "wrong_type", "empty_line"} <= reasons
+    for d in dead:
+        assert set(d) == {"reason", "detail", "raw", "source"} and d["detail"]
+        file, _, line_no = d["source"].rpartition(":")
+        assert file == str(clickstream)
+        assert lines[int(line_no) - 1].decode("utf-8", "backslashreplace") == d["raw"]
+
+
+def test_summary_and_exit_code(clickstream: Path, tmp_path: Path) -> None:
+    """A finite run ends with a summary that names the counts and the outputs."""
+    res = run_into(tmp_path, [clickstream])
+    out = res.stdout
+    for word in ("lines read", "reconciles", "accepted", "dead-lettered", "duplicates", "late", "contacts",
+                 "triggers", "send_email", "throughput", "lines/s", "warehouse"):
+        assert word in out, out
+
+
+def test_gzip_and_directory_inputs(clickstream: Path, baseline: Path, tmp_path: Path) -> None:
+    """A directory of files, one of them gzip'd, reads like the single file it was split from."""
+    import gzip
+
+    lines = clickstream.read_bytes().splitlines(keepends=True)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    half = len(lines) // 2
+    (folder / "a.jsonl").write_bytes(b"".join(lines[:half]))
+    with gzip.open(folder / "b.jsonl.gz", "wb") as fh:
+        fh.write(b"".join(lines[half:]))
+    run_into(tmp_path / "out", [folder])
+    got, want = tables(tmp_path / "out" / "warehouse.duckdb"), tables(baseline / "warehouse.duckdb")
+    assert got == want
