@@ -14,8 +14,7 @@ EPILOG = """\
 examples:
   leadstream check --config examples/marketing.toml
   leadstream generate --events 100000 --contacts 5000 --seed 7 --out events.jsonl
-  leadstream run --config examples/marketing.toml --input events.jsonl \
-      --warehouse out/warehouse.duckdb --triggers out/triggers.jsonl
+  leadstream run --config examples/marketing.toml --input events.jsonl --warehouse out/w.duckdb --triggers out/t.jsonl
   leadstream segment pricing_interest --config examples/marketing.toml --warehouse out/warehouse.duckdb
   leadstream demo
 
