@@ -35,7 +35,8 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     """Build the dataflow for one config and one set of inputs and outputs."""
     shards = opts.shards or config.settings.shards
     ctx = StageContext(config, opts.parts, shards, opts.follow)
-    router = Router(shards, config.settings.allowed_lateness_ms, opts.snapshot_interval_s, opts.follow)
+    # Cuts come twice per interval, so a complete one is always ready when a snapshot is due.
+    router = Router(shards, config.settings.allowed_lateness_ms, opts.snapshot_interval_s / 2, opts.follow)
     flow = Dataflow("leadstream")
 
     lines = op.input("read", flow, LineSource(list(opts.parts), opts.follow))

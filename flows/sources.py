@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -24,6 +25,9 @@ MAX_BATCH_BYTES = 1 << 20
 POLL = timedelta(milliseconds=50)
 # How long a followed input must stay quiet before its watermark follows the wall clock.
 IDLE_AFTER_S = 0.2
+# Set by the CLI on SIGINT/SIGTERM: every partition ends its input as if the files ended
+# there, so the run finishes cleanly (final snapshot, summary) instead of dying mid-batch.
+STOP = threading.Event()
 
 
 @dataclass(slots=True)
@@ -137,6 +141,9 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         """Return up to a batch of complete lines, an idle/EOF marker, or nothing yet."""
         if self.sent_eof:
             raise StopIteration
+        if STOP.is_set():
+            self.sent_eof = True
+            return [SourceBatch(self.name, self.line_no + 1, self.file or self.name, [], eof=True)]
         if self.fh is None:
             self._open_current()
             if self.fh is None:

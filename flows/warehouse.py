@@ -88,7 +88,7 @@ class WarehouseLogic(StatefulBatchLogic):
         self.fingerprint = config_fingerprint
         self.state = resume or WarehouseState()
         self.run_id = uuid.uuid4().hex[:8]  # keeps part names of a resumed run apart from orphans
-        self.last_publish = time.monotonic()
+        self.last_publish = float("-inf")  # the first complete cut publishes at once
 
     def on_batch(self, values: list[Export]) -> tuple[list[Any], bool]:
         """Collect exports; apply every complete cut; publish when the interval has passed."""
@@ -117,7 +117,7 @@ class WarehouseLogic(StatefulBatchLogic):
         """Wake up to publish at the end of the interval even without new exports."""
         if not self.state.dirty:
             return None
-        wait = max(0.0, self.interval_s - (time.monotonic() - self.last_publish))
+        wait = min(self.interval_s, max(0.0, self.interval_s - (time.monotonic() - self.last_publish)))
         return datetime.now(timezone.utc) + timedelta(seconds=wait)
 
     def on_eof(self) -> tuple[list[Any], bool]:

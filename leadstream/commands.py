@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import time
 from datetime import timedelta
@@ -96,7 +97,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
     from flows.dataflow import FlowOptions, build_flow
     from flows.progress import ProgressDisplay
-    from flows.sources import expand_inputs
+    from flows.sources import STOP, expand_inputs
 
     try:
         parts = tuple(expand_inputs(args.input, args.follow))
@@ -112,16 +113,29 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     flow = build_flow(config, opts)
     epoch = timedelta(seconds=getattr(args, "epoch_interval", 10.0))
     started = time.monotonic()
-    with ProgressDisplay() if not args.quiet else _Nothing():
-        try:
+    STOP.clear()
+    previous = {sig: signal.signal(sig, _stop_reading) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ProgressDisplay() if not args.quiet else _Nothing():
             if args.workers == 1:
                 run_main(flow, epoch_interval=epoch, recovery_config=recovery)
             else:
                 cli_main(flow, workers_per_process=args.workers, epoch_interval=epoch, recovery_config=recovery)
-        except KeyboardInterrupt:
-            pass  # --follow ends with Ctrl-C; the last published snapshot stands
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     elapsed = time.monotonic() - started
     return summarize(warehouse, triggers, dead, elapsed)
+
+
+def _stop_reading(signum: int, _frame: Any) -> None:
+    """Ctrl-C or SIGTERM: stop reading; the flow applies what it read and publishes a final snapshot."""
+    from flows.sources import STOP
+
+    if STOP.is_set():
+        raise KeyboardInterrupt  # a second Ctrl-C: give up at once
+    STOP.set()
+    print(f"\n{signal.Signals(signum).name}: finishing what was read (again to abort)", file=sys.stderr)
 
 
 class _Nothing:
@@ -182,7 +196,8 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
     for action, n in s["triggers_by_action"].items():
         print(f"  {action:<20} {n:>8,}", file=out)
     print(f"throughput     {s['lines_per_s']:>12,.0f} lines/s over {s['elapsed_s']:.1f} s", file=out)
-    print(f"warehouse      {s['warehouse']}   ({s['snapshots']} snapshots)", file=out)
+    n = s["snapshots"]
+    print(f"warehouse      {s['warehouse']}   ({n} snapshot{'s' * (n != 1)} published)", file=out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -1,0 +1,99 @@
+"""Inputs: stdin, and --follow tailing new lines and new files until SIGTERM ends the run cleanly."""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.progress import PROGRESS, ProgressDisplay
+
+from .conftest import CONFIG, ROOT, last_snapshot, run_into, tables, trigger_ids
+
+pytestmark = pytest.mark.slow
+
+
+def test_stdin_reads_like_a_file(clickstream: Path, baseline: Path, tmp_path: Path) -> None:
+    """`--input -` reads the same lines from standard input, with the same results."""
+    with clickstream.open("rb") as fh:
+        res = subprocess.run(
+            [sys.executable, "-m", "leadstream.cli", "run", "--config", str(CONFIG), "--input", "-",
+             "--warehouse", str(tmp_path / "w.duckdb"), "--triggers", str(tmp_path / "t.jsonl"), "--quiet"],
+            stdin=fh, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+    assert res.returncode == 0, res.stderr
+    assert tables(tmp_path / "w.duckdb") == tables(baseline / "warehouse.duckdb")
+
+
+def _wait_for_lines(path: Path, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_bytes().splitlines()) >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{path} did not reach {n} lines")
+
+
+def test_follow_tails_new_lines_and_new_files(clickstream: Path, tmp_path: Path) -> None:
+    """A followed directory picks up appended lines and new files; SIGTERM ends with a final snapshot.
+
+    The result equals a replay of the same lines: same trigger ids, same contacts.
+    """
+    lines = clickstream.read_bytes().splitlines(keepends=True)[:9000]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(b"".join(lines[:3000]))
+    out = tmp_path / "live"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leadstream.cli", "run", "--config", str(CONFIG), "--input", str(folder), "--follow",
+         "--warehouse", str(out / "w.duckdb"), "--triggers", str(out / "t.jsonl"), "--snapshot-interval", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for_lines(out / "t.jsonl", 1)
+        with (folder / "a.jsonl").open("ab") as fh:
+            fh.write(b"".join(lines[3000:6000]))
+        time.sleep(1.0)
+        (folder / "b.jsonl").write_bytes(b"".join(lines[6000:]))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (out / "w.duckdb").exists() and last_snapshot(out / "w.duckdb")["lines_read"] == 9000:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "a followed run keeps going at the end of its files"
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "lines read            9,000" in stdout
+    replay = tmp_path / "replay.jsonl"
+    replay.write_bytes(b"".join(lines))
+    run_into(tmp_path / "replayed", [replay])
+    assert sorted(trigger_ids(out / "t.jsonl")) == sorted(trigger_ids(tmp_path / "replayed" / "triggers.jsonl"))
+    assert tables(out / "w.duckdb")["contacts"] == tables(tmp_path / "replayed" / "warehouse.duckdb")["contacts"]
+
+
+class _FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_on_a_terminal() -> None:
+    """On a terminal a status line with percent, lines and rate is redrawn; elsewhere nothing is printed."""
+    PROGRESS.add_total("p", 1000)
+    PROGRESS.add_read("p", 500, 42)
+    tty = _FakeTerminal()
+    with ProgressDisplay(interval=0.01, stream=tty):
+        time.sleep(0.1)
+    assert "lines/s" in tty.getvalue() and "%" in tty.getvalue()
+    pipe = io.StringIO()
+    with ProgressDisplay(interval=0.01, stream=pipe):
+        time.sleep(0.05)
+    assert pipe.getvalue() == ""
