@@ -16,6 +16,8 @@ import orjson
 
 from .actions import ActionSpec, compile_actions
 from .conditions import CompileContext, Compiled, WindowSpec, compile_inline
+from .decay import Decay
+from .workflows import Workflow, compile_workflows
 from .errors import ConfigError, Problems
 from .timeutil import parse_duration_ms, parse_iso_ms
 
@@ -30,6 +32,7 @@ TOP_LEVEL = (
     "segments",
     "completion_actions",
     "automation_rules",
+    "workflows",
 )
 
 
@@ -63,6 +66,7 @@ class Profile:
     name: str
     description: str
     rules: list[ScoringRule]
+    decay: Decay | None = None
 
 
 @dataclass
@@ -170,6 +174,7 @@ class Config:
     automation_rules: list[AutomationRule]
     windows: dict[str, WindowSpec]
     document: dict[str, Any]
+    workflows: list[Workflow] = field(default_factory=list)
 
     @property
     def fingerprint(self) -> str:
@@ -259,8 +264,12 @@ def build_config(doc: dict[str, Any], file: str = "<config>") -> Config:
             p.add(f"{path}.repeat", f"expected true or false, got {repeat!r}")
         if cond is not None and actions is not None:
             rules.append(AutomationRule(name, _description(body, path, p), cond, actions, bool(repeat)))
+    workflows = compile_workflows(
+        _table(doc, "workflows", "", p), p, lambda **kw: ctx(segments=all_segments, **kw), profile_names,
+        all_segments, stages.names,
+    )
     p.raise_if_any()
-    return Config(file, settings, profiles, grade, stages, segments, completions, rules, windows, doc)
+    return Config(file, settings, profiles, grade, stages, segments, completions, rules, windows, doc, workflows)
 
 
 # ---------------------------------------------------------------- sections
@@ -297,7 +306,8 @@ def _profile(name: str, body: Any, ctx: CompileContext, p: Problems) -> Profile:
     path = f"scoring.{name}"
     if not _is_table(body, path, p):
         return Profile(name, "", [])
-    _unknown_keys(body, ("description", "rules"), path, p)
+    _unknown_keys(body, ("description", "rules", "decay"), path, p)
+    decay = _decay(body.get("decay"), f"{path}.decay", p)
     rules_doc = body.get("rules", [])
     if not isinstance(rules_doc, list):
         p.add(f"{path}.rules", f"expected an array of rule tables ([[{path}.rules]]), got {type(rules_doc).__name__}")
@@ -324,7 +334,35 @@ def _profile(name: str, body: Any, ctx: CompileContext, p: Problems) -> Profile:
         cond = compile_inline(rule, rpath, ctx)
         if cond is not None:
             rules.append(ScoringRule(f"{path}.{rname}", rname, float(points), cond, cap_max, cap_period))
-    return Profile(name, _description(body, path, p), rules)
+    return Profile(name, _description(body, path, p), rules, decay)
+
+
+def _decay(body: Any, path: str, p: Problems) -> Decay | None:
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        p.add(path, 'expected a table like { half_life = "30d" } or { inactive_after = "30d", factor = 0.5 }')
+        return None
+    _unknown_keys(body, ("half_life", "inactive_after", "factor"), path, p)
+    out: dict[str, Any] = {}
+    for key, attr in (("half_life", "half_life_ms"), ("inactive_after", "inactive_after_ms")):
+        if key in body:
+            try:
+                out[attr] = parse_duration_ms(body[key])
+            except ValueError as ex:
+                p.add(f"{path}.{key}", str(ex))
+    if "factor" in body:
+        factor = body["factor"]
+        if not _is_number(factor) or not 0 <= factor < 1:
+            p.add(f"{path}.factor", f"expected a number from 0 up to (not including) 1, got {factor!r}")
+        else:
+            out["factor"] = float(factor)
+        if "inactive_after" not in body:
+            p.add(f"{path}.factor", "factor applies per inactive_after period; set inactive_after too")
+    if not out.get("half_life_ms") and not out.get("inactive_after_ms"):
+        p.add(path, "expected half_life and/or inactive_after")
+        return None
+    return Decay(**out)
 
 
 def _cap(body: Any, path: str, p: Problems) -> tuple[int | None, int | None]:

@@ -6,6 +6,13 @@ from heapq import merge as _merge_sorted
 from typing import Any
 
 
+def _copy_run(run: Any) -> Any:
+    # Runs are slotted dataclasses; copy them so merged states never share one.
+    from dataclasses import replace
+
+    return replace(run, vars=dict(run.vars))
+
+
 def _first_set(a: Any, b: Any) -> Any:
     return a if a is not None else b
 
@@ -60,6 +67,13 @@ class ContactState:
         "matching",
         "events",
         "updated_at",
+        "score_at",
+        "last_activity",
+        "decay_steps",
+        "timers",
+        "runs",
+        "wf_entries",
+        "wf_fired",
     )
 
     def __init__(self, contact_id: str, user_id: str | None = None) -> None:
@@ -88,6 +102,13 @@ class ContactState:
         self.matching: set[str] = set()  # automation rules whose condition holds now
         self.events: int = 0
         self.updated_at: int | None = None
+        self.score_at: dict[str, int] = {}  # profile -> the instant its decaying score was settled to
+        self.last_activity: int | None = None  # newest event time applied: inactivity decay counts from it
+        self.decay_steps: dict[str, int] = {}  # profile -> inactivity steps applied since last_activity
+        self.timers: dict[str, int] = {}  # timer name -> due (event time)
+        self.runs: dict[str, Any] = {}  # workflow run key -> workflows.Run
+        self.wf_entries: dict[str, tuple[int, int]] = {}  # workflow -> (entries, last entry time)
+        self.wf_fired: dict[str, int] = {}  # "workflow#step" -> when an action step last fired
 
     # -- identity
 
@@ -134,6 +155,12 @@ class ContactState:
         new.caps = dict(self.caps)
         new.fired = dict(self.fired)
         new.matching = set(self.matching)
+        new.score_at = dict(self.score_at)
+        new.decay_steps = dict(self.decay_steps)
+        new.timers = dict(self.timers)
+        new.runs = {k: _copy_run(r) for k, r in self.runs.items()}
+        new.wf_entries = dict(self.wf_entries)
+        new.wf_fired = dict(self.wf_fired)
         return new
 
     # -- merging
@@ -185,6 +212,20 @@ class ContactState:
         for rule, ts in other.fired.items():
             self.fired[rule] = max(ts, self.fired.get(rule, ts))
         self.matching |= other.matching
+        for name, at in other.score_at.items():
+            self.score_at[name] = max(at, self.score_at.get(name, at))
+        self.last_activity = _max_set(self.last_activity, other.last_activity)
+        for name, n in other.decay_steps.items():
+            self.decay_steps[name] = min(n, self.decay_steps.get(name, n))
+        for key, due in other.timers.items():
+            self.timers[key] = min(due, self.timers.get(key, due))
+        for key, run in other.runs.items():
+            self.runs.setdefault(key, _copy_run(run))
+        for name, (n, last) in other.wf_entries.items():
+            have = self.wf_entries.get(name)
+            self.wf_entries[name] = (n, last) if have is None else (have[0] + n, max(have[1], last))
+        for key, at in other.wf_fired.items():
+            self.wf_fired[key] = max(at, self.wf_fired.get(key, at))
         self.events += other.events
         self.updated_at = _max_set(self.updated_at, other.updated_at)
         # Derived fields are recomputed by the engine after a merge; keep a value meanwhile.
@@ -216,4 +257,6 @@ class ContactState:
             "counts": dict(self.counts),
             "events": self.events,
             "updated_at": self.updated_at,
+            "timers": dict(self.timers),
+            "workflows": sorted((r.workflow, r.pc, r.since, r.due) for r in self.runs.values()),
         }

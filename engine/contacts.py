@@ -8,6 +8,7 @@ from .contact import ContactState
 from .engine import Engine
 from .ordering import ReorderBuffer
 from .routing import MERGE, Routed, ShardOutput
+from .timers import TimerQueue
 
 
 class ContactShard:
@@ -17,6 +18,7 @@ class ContactShard:
         self.shard = shard
         self.contacts: dict[str, ContactState] = {}
         self.buffer = ReorderBuffer()
+        self.timers = TimerQueue()
         self.changed: set[str] = set()
 
     @property
@@ -33,9 +35,27 @@ class ContactShard:
                 self.buffer.push(r.ts, r.message_id, r.kind, r)
 
     def advance(self, engine: Engine, watermark: int, out: ShardOutput) -> None:
-        """Apply every buffered record the watermark passed, in (time, messageId, merge-first) order."""
-        for r in self.buffer.release(watermark):
-            self._apply(engine, r, out)
+        """Apply buffered records and fire timers up to the watermark, in event-time order.
+
+        Records go in (time, messageId, merge-first) order; at equal times records go
+        before timers, as in the identity stage.
+        """
+        buffer, timers = self.buffer, self.timers
+        buffer.advance_to(watermark)
+        limit = buffer.watermark
+        while True:
+            ev, due = buffer.oldest(), timers.next_due()
+            if ev is not None and ev <= limit and (due is None or ev <= due):
+                self._apply(engine, buffer.pop_ready(), out)
+            elif due is not None and due <= limit:
+                due, cid, key = timers.pop()
+                contact = self.contacts.get(cid)
+                if contact is not None:
+                    out.triggers.extend(engine.on_timer(contact, key, due))
+                    timers.sync(cid, contact.timers)
+                    self.changed.add(cid)
+            else:
+                break
 
     def _apply(self, engine: Engine, r: Routed, out: ShardOutput) -> None:
         contact = self.contacts.get(r.contact_id)
@@ -47,6 +67,7 @@ class ContactShard:
             out.triggers.extend(engine.apply(contact, r.event))  # type: ignore[arg-type]
             out.applied.append((r.contact_id, r.event))  # type: ignore[arg-type]
         self.changed.add(r.contact_id)
+        self.timers.sync(r.contact_id, contact.timers)
 
     def take_changes(self) -> dict[str, ContactState]:
         """Return and forget the contacts that changed since the last call."""

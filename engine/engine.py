@@ -9,7 +9,7 @@ the same triggers in the same order.
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_right, insort
 from typing import Any, Iterable
 
 from .actions import ActionSpec
@@ -18,6 +18,7 @@ from .config import AutomationRule, CompletionAction, Config, ScoringRule
 from .contact import ContactState
 from .events import Event
 from .triggers import Trigger, make_trigger
+from .workflows import ACTION, IF, JUMP, WAIT, WAIT_UNTIL, Run, Workflow, capture, fill
 
 # Passed as `dirty` when everything must be re-derived: a new or merged contact.
 EVERYTHING = None
@@ -92,8 +93,12 @@ class Engine:
         )
         self._completions = _EventIndex((ca.condition, ca) for ca in config.completion_actions)
         self._windows = list(config.windows.values())
-        self._max_window = max((w.within_ms for w in self._windows), default=0)
         self._visit_events = frozenset(config.settings.visit_events)
+        self._decays = {name: p.decay for name, p in config.profiles.items() if p.decay is not None}
+        self._thresholds = {name: _thresholds(config, name) for name in self._decays}
+        self._workflows = {wf.name: wf for wf in config.workflows}
+        self._wf_by_event = _EventIndex((wf.trigger_event, wf) for wf in config.workflows if wf.trigger_event is not None)
+        self._wf_by_state = [wf for wf in config.workflows if wf.trigger_event is None]
 
     # ------------------------------------------------------------ entry points
 
@@ -106,24 +111,58 @@ class Engine:
         now = event.ts
         dirty: set[str] = set()
         fresh = contact.events == 0
+        self._settle(contact, now, dirty)
         self._bookkeep(contact, event, dirty)
         self._count_windows(contact, event, dirty)
         self._score(contact, event, dirty)
         triggers: list[Trigger] = []
         self._derive(contact, now, event.message_id, EVERYTHING if fresh else dirty, event, triggers)
+        self._workflows_after(contact, now, event, event.message_id, triggers)
+        self._schedule(contact, now)
         return triggers
 
     def merge_into(self, target: ContactState, other: ContactState, now: int, occurrence: str) -> list[Trigger]:
         """Merge ``other`` (an anonymous profile) into ``target`` in place; return the triggers."""
+        # Decaying scores only add up when both are valued at the same instant.
+        self._settle(target, now, set())
+        other = other.copy()
+        self._settle(other, now, set())
         target += other
         triggers: list[Trigger] = []
-        self._derive(target, now, f"{occurrence}/merge", EVERYTHING, None, triggers)
+        occ = f"{occurrence}/merge"
+        self._derive(target, now, occ, EVERYTHING, None, triggers)
+        self._workflows_after(target, now, None, occ, triggers)
+        self._schedule(target, now)
         return triggers
 
     def evaluate(self, contact: ContactState, now: int, occurrence: str) -> list[Trigger]:
-        """Re-derive a contact's state at ``now`` without an event (timers, retroactive rules)."""
+        """Re-derive a contact's state at ``now`` without an event."""
         triggers: list[Trigger] = []
+        self._settle(contact, now, set())
         self._derive(contact, now, occurrence, EVERYTHING, None, triggers)
+        self._workflows_after(contact, now, None, occurrence, triggers)
+        self._schedule(contact, now)
+        return triggers
+
+    def on_timer(self, contact: ContactState, key: str, due: int) -> list[Trigger]:
+        """Fire a contact's timer at its due time (event time); return the triggers.
+
+        Triggers a timer causes carry the due time as their event time, and an
+        occurrence key built from it, so a replay fires them with the same ids.
+        """
+        if contact.timers.get(key) != due:
+            return []  # replaced or cancelled since it was scheduled
+        del contact.timers[key]
+        occ = f"timer:{key}@{due}"
+        triggers: list[Trigger] = []
+        self._settle(contact, due, set())
+        if key.startswith("wf:"):
+            run = contact.runs.get(key)
+            if run is not None and run.due == due:
+                self._resume_run(contact, run, due, triggers)
+        self._derive(contact, due, occ, EVERYTHING, None, triggers)
+        self._workflows_after(contact, due, None, occ, triggers)
+        self._schedule(contact, due)
         return triggers
 
     def retroactive(self, contact: ContactState, rule_ids: set[str], now: int) -> list[Trigger]:
@@ -145,6 +184,9 @@ class Engine:
     def _bookkeep(self, c: ContactState, e: Event, dirty: set[str]) -> None:
         now = e.ts
         c.events += 1
+        if c.last_activity is None or now > c.last_activity:
+            c.last_activity = now
+            c.decay_steps.clear()
         if c.first_seen is None or now < c.first_seen:
             c.first_seen = now
         if c.last_seen is None or now > c.last_seen:
@@ -376,6 +418,218 @@ class Engine:
             elif t.action == "remove_from_list":
                 if c.lists.pop(params["list"], None) is not None:
                     changed.add("lists")
+
+
+    # ------------------------------------------------------------ time: decay and timers
+
+    def _settle(self, c: ContactState, now: int, dirty: set[str]) -> None:
+        """Bring decaying scores to their value at ``now``."""
+        for name, decay in self._decays.items():
+            at = c.score_at.get(name, now)
+            if now < at:
+                continue  # a late event: decay never runs backwards
+            c.score_at[name] = now  # points added next are worth their full value now
+            value = c.scores.get(name)
+            if value is None:
+                continue
+            new, steps = decay.settle(value, at, now, c.last_activity, c.decay_steps.get(name, 0))
+            if steps:
+                c.decay_steps[name] = steps
+            if new != value:
+                c.scores[name] = new
+                dirty.add(f"score.{name}")
+
+    def _schedule(self, c: ContactState, now: int) -> None:
+        """Set the contact's maintenance timers: the next decay crossing or step, the next window expiry."""
+        due = None
+        for name, decay in self._decays.items():
+            value = c.scores.get(name)
+            if not value:
+                continue
+            for t in (decay.crossing(value, now, self._thresholds[name]),
+                      decay.next_step(c.last_activity, c.decay_steps.get(name, 0))):
+                if t is not None and t > now and (due is None or t < due):
+                    due = t
+        _set_timer(c, "decay", due)
+        due = None
+        for w in self._windows:
+            stamps = c.windows.get(w.id)
+            if stamps:
+                i = bisect_right(stamps, now - w.within_ms)
+                if i < len(stamps):
+                    t = stamps[i] + w.within_ms  # when that event leaves the window
+                    if due is None or t < due:
+                        due = t
+        _set_timer(c, "window", due)
+
+    # ------------------------------------------------------------ workflows
+
+    def _workflows_after(
+        self, c: ContactState, now: int, event: Event | None, occ: str, triggers: list[Trigger]
+    ) -> None:
+        """Move runs along (exits, awaited events, restarted waits), then start new ones."""
+        if not self._workflows:
+            return
+        start = len(triggers)
+        for key in sorted(c.runs) if len(c.runs) > 1 else list(c.runs):
+            run = c.runs.get(key)
+            if run is None:
+                continue
+            wf = self._workflows.get(run.workflow)
+            if wf is None or (wf.exit_when is not None and wf.exit_when.fn(c, event, now)):
+                self._end_run(c, run)
+                continue
+            if event is None or run.pc >= len(wf.program):
+                continue
+            step = wf.program[run.pc]
+            if step.kind == WAIT_UNTIL and step.condition is not None and step.condition.fn(c, event, now):
+                run.pc += 1
+                run.since, run.due = now, None
+                c.timers.pop(run.key, None)
+                self._execute(c, wf, run, now, event, triggers)
+            elif step.kind == WAIT and step.condition is not None and step.condition.fn(c, event, now):
+                run.since, run.due = now, now + step.duration_ms
+                c.timers[run.key] = run.due
+        entering: list[Workflow] = []
+        if self._wf_by_state and start:
+            derived = triggers[:start]
+            entered = {t.params.get("segment") for t in derived if t.action == "segment_entered"}
+            stages = {t.params.get("to") for t in derived if t.action == "stage_changed"}
+            entering = [wf for wf in self._wf_by_state
+                        if (wf.trigger_segment in entered if wf.trigger_segment is not None else wf.trigger_stage in stages)]
+        if event is not None:
+            entering += [wf for test, wf in self._wf_by_event.candidates(event) if test(c, event, now)]
+        if len(entering) > 1:
+            order = list(self._workflows)
+            entering.sort(key=lambda wf: order.index(wf.name))
+        for wf in entering:
+            self._enter(c, wf, now, event, occ, triggers)
+        changed: set[str] = set()
+        self._apply_mutations(c, triggers[start:], now, changed)
+        if changed:
+            self._derive(c, now, f"{occ}/workflows", changed, None, triggers)
+
+    def _enter(self, c: ContactState, wf: Workflow, now: int, event: Event | None, occ: str,
+               out: list[Trigger]) -> None:
+        active = [r for r in c.runs.values() if r.workflow == wf.name]
+        if wf.entry == "once" and wf.name in c.wf_entries:
+            return
+        if wf.entry == "if_not_active" and active:
+            return
+        if wf.entry == "restart":
+            first = wf.program[0] if wf.program else None
+            if len(active) == 1 and active[0].pc == 0 and first is not None and first.kind == WAIT:
+                # The common case (every activity restarts a quiet-period wait): move the
+                # one waiting run instead of ending it and starting another.
+                run = active[0]
+                del c.runs[run.key]
+                c.timers.pop(run.key, None)
+                run.run_id, run.entered_at, run.since = occ, now, now
+                run.vars = capture(wf.placeholders, c, event, now) if event else {}
+                run.due = now + first.duration_ms
+                c.runs[run.key] = run
+                c.timers[run.key] = run.due
+                n, _ = c.wf_entries.get(wf.name, (0, now))
+                c.wf_entries[wf.name] = (n + 1, now)
+                return
+            for r in active:
+                self._end_run(c, r)
+        run = Run(wf.name, occ, 0, now, now, None, capture(wf.placeholders, c, event, now) if event else {})
+        if run.key in c.runs:
+            return
+        c.runs[run.key] = run
+        n, _ = c.wf_entries.get(wf.name, (0, now))
+        c.wf_entries[wf.name] = (n + 1, now)
+        self._execute(c, wf, run, now, event, out)
+
+    def _resume_run(self, c: ContactState, run: Run, due: int, out: list[Trigger]) -> None:
+        wf = self._workflows.get(run.workflow)
+        if wf is None or run.pc >= len(wf.program):
+            self._end_run(c, run)
+            return
+        if wf.exit_when is not None and wf.exit_when.fn(c, None, due):
+            self._end_run(c, run)
+            return
+        step = wf.program[run.pc]
+        run.pc = run.pc + 1 if step.kind == WAIT else step.target  # a wait_until timed out
+        run.since, run.due = due, None
+        self._execute(c, wf, run, due, None, out)
+
+    def _execute(self, c: ContactState, wf: Workflow, run: Run, now: int, event: Event | None,
+                 out: list[Trigger]) -> None:
+        """Run steps until the run waits or ends."""
+        program = wf.program
+        for _ in range(len(program) + 1):
+            if run.pc >= len(program):
+                self._end_run(c, run)
+                return
+            step = program[run.pc]
+            if step.kind == ACTION:
+                fired_key = f"{wf.name}#{run.pc}"
+                last = c.wf_fired.get(fired_key)
+                if not (step.cooldown_ms and last is not None and now - last < step.cooldown_ms):
+                    c.wf_fired[fired_key] = now
+                    reason = {"workflow": wf.name, "step": step.name, "cause": run.run_id, "entered_at": run.entered_at}
+                    for slot, spec in enumerate(step.actions):
+                        out.append(make_trigger(spec.action, wf.rule_id, f"{run.pc}.{slot}", c, now, run.run_id,
+                                                fill(spec.params, run.vars), reason))
+                run.pc += 1
+                run.since = now
+            elif step.kind in (WAIT, WAIT_UNTIL):
+                run.due = now + step.duration_ms if step.duration_ms else None
+                if run.due is None:
+                    c.timers.pop(run.key, None)
+                else:
+                    c.timers[run.key] = run.due
+                return
+            elif step.kind == IF:
+                holds = step.condition is not None and step.condition.fn(c, event, now)
+                run.pc = run.pc + 1 if holds else step.target
+            elif step.kind == JUMP:
+                run.pc = step.target
+            else:  # EXIT
+                self._end_run(c, run)
+                return
+        self._end_run(c, run)  # unreachable for valid programs: jumps only go forward
+
+    @staticmethod
+    def _end_run(c: ContactState, run: Run) -> None:
+        c.runs.pop(run.key, None)
+        c.timers.pop(run.key, None)
+
+
+def _set_timer(c: ContactState, key: str, due: int | None) -> None:
+    if due is None:
+        c.timers.pop(key, None)
+    else:
+        c.timers[key] = due
+
+
+def _thresholds(config: Config, profile: str) -> tuple[float, ...]:
+    """Score values where a decaying profile's score changes something: stage bands, rule thresholds."""
+    found: set[float] = set()
+    if config.stages.profile == profile:
+        found.update(float(m) for _, m in config.stages.bands[1:])
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("field") == f"score.{profile}":
+                values = node.get("value")
+                for v in values if isinstance(values, list) else [values]:
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        found.add(float(v))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for cond in [s.condition for s in config.segments] + [r.condition for r in config.automation_rules]:
+        walk(cond.node)
+    for wf in config.workflows:
+        walk([wf.trigger_event.node if wf.trigger_event else None, wf.exit_when.node if wf.exit_when else None,
+              [step.condition.node for step in wf.program if step.condition is not None]])
+    return tuple(sorted(found))
 
 
 _NOTHING = object()

@@ -16,6 +16,7 @@ from .engine import Engine
 from .events import Event
 from .ordering import ReorderBuffer
 from .routing import EVENT, MERGE, Routed, ShardOutput
+from .timers import TimerQueue
 
 
 class IdentityShard:
@@ -27,6 +28,7 @@ class IdentityShard:
         self.profiles: dict[str, ContactState] = {}  # anonymousId -> anonymous profile
         self.dedupe = Deduper(dedupe_window_ms)
         self.buffer = ReorderBuffer()
+        self.timers = TimerQueue()
         self.changed_links: set[str] = set()
         self.changed_profiles: set[str] = set()
         self.removed_profiles: dict[str, tuple[str, int]] = {}  # anonymousId -> (merged into, at)
@@ -49,10 +51,28 @@ class IdentityShard:
                 self.buffer.push(e.ts, e.message_id, EVENT, e)
 
     def advance(self, engine: Engine, watermark: int, out: ShardOutput) -> None:
-        """Apply every buffered event the watermark passed, in (time, messageId) order."""
-        for e in self.buffer.release(watermark):
-            self._apply(engine, e, out, late=False)
-        self.dedupe.expire(self.buffer.watermark)
+        """Apply buffered events and fire timers up to the watermark, in event-time order.
+
+        At equal times events go first: a deadline has not passed while events of
+        its very instant are still arriving.
+        """
+        buffer, timers = self.buffer, self.timers
+        buffer.advance_to(watermark)
+        limit = buffer.watermark
+        while True:
+            ev, due = buffer.oldest(), timers.next_due()
+            if ev is not None and ev <= limit and (due is None or ev <= due):
+                self._apply(engine, buffer.pop_ready(), out, late=False)
+            elif due is not None and due <= limit:
+                due, device, key = timers.pop()
+                profile = self.profiles.get(device)
+                if profile is not None:
+                    out.triggers.extend(engine.on_timer(profile, key, due))
+                    timers.sync(device, profile.timers)
+                    self.changed_profiles.add(device)
+            else:
+                break
+        self.dedupe.expire(buffer.watermark)
 
     # ------------------------------------------------------------ one event
 
@@ -77,6 +97,7 @@ class IdentityShard:
             out.triggers.extend(engine.apply(profile, e))
             out.applied.append((device, e))  # type: ignore[arg-type]
             self.changed_profiles.add(device)  # type: ignore[arg-type]
+            self.timers.sync(device, profile.timers)  # type: ignore[arg-type]
 
     def _link(self, device: str, user_id: str, e: Event, out: ShardOutput, late: bool) -> None:
         if device == user_id:

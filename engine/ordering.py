@@ -55,6 +55,15 @@ class ReorderBuffer:
             out.append(heappop(heap)[4])
         return out
 
+    def advance_to(self, watermark: int) -> None:
+        """Move the watermark (never backwards); items up to it may then be popped one by one."""
+        if watermark > self.watermark:
+            self.watermark = watermark
+
+    def pop_ready(self) -> Any:
+        """Remove and return the oldest item the watermark has passed (check ``oldest`` first)."""
+        return heappop(self._heap)[4]
+
     def oldest(self) -> int | None:
         """The event time of the oldest buffered item, if any."""
         return self._heap[0][0] if self._heap else None

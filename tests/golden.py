@@ -9,6 +9,8 @@ A scenario file is JSON:
   ``messageId`` becomes ``m<position>``;
 - ``expect.triggers``: the triggers in emission order, each compared on the keys it
   gives (always action, rule and contact_id; optionally params, event_time, reason);
+- ``expect.rules``: compare only triggers whose rule starts with one of these prefixes
+  (a scenario about segments need not list what the example's workflows do);
 - ``expect.contacts``: per contact_id, the fields of ``ContactState.to_row()`` to compare;
 - ``expect.absent``: contact ids that must not exist;
 - ``expect.counts``: pipeline counters (accepted, duplicates, late, merges, relinks);

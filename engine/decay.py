@@ -1,0 +1,51 @@
+"""Score decay: a continuous half-life, and/or a step after N days without activity."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Decay:
+    """How one scoring profile's points fade: ``score(t) = sum of points * 2^(-age/half_life)``,
+    and/or times ``factor`` for every ``inactive_after`` without activity."""
+
+    half_life_ms: int | None = None
+    inactive_after_ms: int | None = None
+    factor: float = 0.5
+
+    def settle(self, value: float, at: int, now: int, last_activity: int | None, steps_done: int) -> tuple[float, int]:
+        """Return (value at ``now``, inactivity steps applied so far) for a value last settled at ``at``."""
+        if self.half_life_ms and now > at and value:
+            value *= 2.0 ** (-(now - at) / self.half_life_ms)
+        if self.inactive_after_ms and last_activity is not None:
+            due = max(0, (now - last_activity) // self.inactive_after_ms)
+            if due > steps_done:
+                value *= self.factor ** (due - steps_done)
+                steps_done = due
+        # Decay settles at every event and timer; rounding keeps the accumulated float
+        # error of many small steps out of the points (45 halved is 22.5, not 22.4999...).
+        return round(value, 9), steps_done
+
+    def next_step(self, last_activity: int | None, steps_done: int) -> int | None:
+        """When the next inactivity step applies, if this profile has one."""
+        if not self.inactive_after_ms or last_activity is None:
+            return None
+        return last_activity + (steps_done + 1) * self.inactive_after_ms
+
+    def crossing(self, value: float, now: int, thresholds: tuple[float, ...]) -> int | None:
+        """The first instant after ``now`` at which the half-life carries ``value`` past a threshold.
+
+        Decay moves a score towards zero, so only thresholds between zero and the value
+        can be crossed. The instant is rounded up, so at it the value is past the threshold.
+        """
+        if not self.half_life_ms or not value:
+            return None
+        best = None
+        for m in thresholds:
+            if m != 0 and (0 < m < value or value < m < 0):
+                t = now + self.half_life_ms * math.log2(value / m)
+                due = max(now + 1, math.floor(t) + 1)
+                best = due if best is None else min(best, due)
+        return best
