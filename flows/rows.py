@@ -41,6 +41,11 @@ CONTACT_PART = pa.schema(
         ("lists", pa.list_(pa.string())),
         ("events", pa.int32()),
         ("updated_at", TS),
+        (
+            "runs",
+            pa.list_(pa.struct([("workflow", pa.string()), ("step", pa.string()), ("since", TS), ("due_at", TS),
+                                ("entered_at", TS)])),
+        ),
     ]
 )
 IDENTITY_PART = pa.schema(
@@ -90,8 +95,19 @@ def _json(value: Any) -> str | None:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
 
 
-def contact_row(c: ContactState) -> tuple[Any, ...]:
-    """A contact's current state as a contacts-part row."""
+def contact_row(c: ContactState, steps: dict[str, list[str]] | None = None) -> tuple[Any, ...]:
+    """A contact's current state as a contacts-part row; ``steps`` names each workflow's steps."""
+    steps = steps or {}
+    runs = [
+        {
+            "workflow": r.workflow,
+            "step": _step_name(steps.get(r.workflow), r.pc),
+            "since": r.since,
+            "due_at": r.due,
+            "entered_at": r.entered_at,
+        }
+        for _, r in sorted(c.runs.items())
+    ]
     return (
         c.contact_id,
         False,
@@ -115,7 +131,14 @@ def contact_row(c: ContactState) -> tuple[Any, ...]:
         sorted(c.lists),
         c.events,
         c.updated_at,
+        runs,
     )
+
+
+def _step_name(names: list[str] | None, pc: int) -> str:
+    if names is None or pc >= len(names):
+        return str(pc)
+    return names[pc]
 
 
 def merged_row(anonymous_id: str, into: str, at: int) -> tuple[Any, ...]:

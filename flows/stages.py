@@ -48,6 +48,8 @@ class StageContext:
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.config)
+        # Workflow step names by program counter, for the warehouse's workflow_members.
+        self.steps = {wf.name: [step.name for step in wf.program] for wf in self.config.workflows}
 
 
 @dataclass
@@ -201,7 +203,7 @@ class IdentityLogic(_ShardLogic):
                     target,
                     len(state.buffer),
                     final,
-                    contacts=[rows.contact_row(c) for c in profiles.values()],
+                    contacts=[rows.contact_row(c, self.ctx.steps) for c in profiles.values()],
                     merged=[(anon, into, at) for anon, (into, at) in sorted(removed.items())],
                     identities=[rows.identity_row(d, cid, at) for d, (cid, at) in links.items()],
                 )))
@@ -274,7 +276,8 @@ class ContactLogic(_ShardLogic):
             if is_cut:
                 changed = state.take_changes()
                 emitted.append((EXPORT, self._export(
-                    target, len(state.buffer), final, contacts=[rows.contact_row(c) for c in changed.values()])))
+                    target, len(state.buffer), final,
+                    contacts=[rows.contact_row(c, self.ctx.steps) for c in changed.values()])))
         return emitted, self.RETAIN
 
     def snapshot(self) -> dict[str, Any]:

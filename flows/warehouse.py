@@ -234,6 +234,9 @@ class WarehouseLogic(StatefulBatchLogic):
             con.execute("""
                 INSERT INTO identities SELECT user_id, 'user_id', contact_id, first_seen
                 FROM temp.main.current_contacts WHERE user_id IS NOT NULL""")
+            con.execute("""
+                INSERT INTO workflow_members SELECT r.workflow, r.step, contact_id, r.since, r.due_at, r.entered_at
+                FROM (SELECT contact_id, unnest(runs) AS r FROM temp.main.current_contacts) ORDER BY 1, 3, 2""")
         if st.parts["identities"]:
             con.execute(f"""
                 INSERT INTO identities SELECT identifier, kind, contact_id, linked_at FROM (

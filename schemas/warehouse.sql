@@ -63,6 +63,18 @@ CREATE TABLE segment_members (
     since      TIMESTAMP   -- event time the contact entered
 );
 
+-- table: workflow_members
+-- Where each contact is in each workflow now: one row per active run (a contact can
+-- have several runs of an every_time workflow, e.g. one per order awaiting feedback).
+CREATE TABLE workflow_members (
+    workflow   VARCHAR,
+    step       VARCHAR,    -- the step's name (or its position)
+    contact_id VARCHAR,
+    since      TIMESTAMP,  -- when the run reached this step
+    due_at     TIMESTAMP,  -- when its wait ends (null: waiting for an event)
+    entered_at TIMESTAMP   -- when the run entered the workflow
+);
+
 -- table: triggers
 -- Every trigger emitted, with the fields of the triggers JSONL output.
 CREATE TABLE triggers (
@@ -140,6 +152,19 @@ SELECT CAST(event_time AS DATE) AS day, count(DISTINCT contact_id) AS contacts
 FROM triggers
 WHERE action NOT IN ('stage_changed', 'segment_entered', 'segment_exited')
 GROUP BY ALL ORDER BY day;
+
+-- view: contacts_in_scenario
+-- Sendinblue's "contacts in scenario": contacts in each workflow now, and per step.
+CREATE VIEW contacts_in_scenario AS
+SELECT workflow, step, count(DISTINCT contact_id) AS contacts
+FROM workflow_members GROUP BY GROUPING SETS ((workflow), (workflow, step)) ORDER BY workflow, step NULLS FIRST;
+
+-- view: targeted_contacts_per_day_per_workflow
+-- Distinct contacts a workflow's actions reached per day.
+CREATE VIEW targeted_contacts_per_day_per_workflow AS
+SELECT CAST(event_time AS DATE) AS day, substr(rule, 11) AS workflow, count(DISTINCT contact_id) AS contacts,
+       count(*) AS actions
+FROM triggers WHERE rule LIKE 'workflows.%' GROUP BY ALL ORDER BY day, workflow;
 
 -- view: activity_log
 -- The event and trigger log: filter by time, kind, event type/name or rule.
