@@ -24,7 +24,7 @@ ACTIONS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "show_overlay": ({"overlay": _STR}, {"data": _TABLE}),
 }
 # Triggers the engine emits on its own, not from a configured action.
-SYSTEM_ACTIONS = ("stage_changed", "segment_entered", "segment_exited")
+SYSTEM_ACTIONS = ("stage_changed", "segment_entered", "segment_exited", "contact_deleted")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ TOP_LEVEL = (
     "completion_actions",
     "automation_rules",
     "workflows",
+    "privacy",
 )
 
 
@@ -45,6 +46,17 @@ class Settings:
     allowed_lateness_ms: int = 5_000
     shards: int = 64
     dedupe_window_ms: int = 24 * 3_600_000
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """Consent and deletion: what the ``[privacy]`` table sets."""
+
+    # Anonymous events (no userId) are tracked only with this consent category granted in
+    # context.consent.categoryPreferences; None tracks every event.
+    consent_category: str | None = None
+    # The track event that deletes a contact (GDPR erasure); later events are suppressed.
+    deletion_event: str = "Contact Deleted"
 
 
 @dataclass
@@ -175,6 +187,7 @@ class Config:
     windows: dict[str, WindowSpec]
     document: dict[str, Any]
     workflows: list[Workflow] = field(default_factory=list)
+    privacy: Privacy = field(default_factory=Privacy)
 
     @property
     def fingerprint(self) -> str:
@@ -268,8 +281,9 @@ def build_config(doc: dict[str, Any], file: str = "<config>") -> Config:
         _table(doc, "workflows", "", p), p, lambda **kw: ctx(segments=all_segments, **kw), profile_names,
         all_segments, stages.names,
     )
+    privacy = _privacy(_table(doc, "privacy", "", p), p)
     p.raise_if_any()
-    return Config(file, settings, profiles, grade, stages, segments, completions, rules, windows, doc, workflows)
+    return Config(file, settings, profiles, grade, stages, segments, completions, rules, windows, doc, workflows, privacy)
 
 
 # ---------------------------------------------------------------- sections
@@ -300,6 +314,18 @@ def _settings(body: dict[str, Any], p: Problems) -> Settings:
         else:
             out["shards"] = n
     return Settings(**out)
+
+
+def _privacy(body: dict[str, Any], p: Problems) -> Privacy:
+    _unknown_keys(body, ("consent_category", "deletion_event"), "privacy", p)
+    out: dict[str, Any] = {}
+    for key in ("consent_category", "deletion_event"):
+        if key in body:
+            if not isinstance(body[key], str) or not body[key].strip():
+                p.add(f"privacy.{key}", f"expected a non-empty string, got {body[key]!r}")
+            else:
+                out[key] = body[key]
+    return Privacy(**out)
 
 
 def _profile(name: str, body: Any, ctx: CompileContext, p: Problems) -> Profile:

@@ -74,6 +74,7 @@ class ContactState:
         "runs",
         "wf_entries",
         "wf_fired",
+        "deleted",
     )
 
     def __init__(self, contact_id: str, user_id: str | None = None) -> None:
@@ -109,6 +110,7 @@ class ContactState:
         self.runs: dict[str, Any] = {}  # workflow run key -> workflows.Run
         self.wf_entries: dict[str, tuple[int, int]] = {}  # workflow -> (entries, last entry time)
         self.wf_fired: dict[str, int] = {}  # "workflow#step" -> when an action step last fired
+        self.deleted = False  # erased on request: only the ids remain, to suppress later events
 
     # -- identity
 
@@ -226,6 +228,7 @@ class ContactState:
             self.wf_entries[name] = (n, last) if have is None else (have[0] + n, max(have[1], last))
         for key, at in other.wf_fired.items():
             self.wf_fired[key] = max(at, self.wf_fired.get(key, at))
+        self.deleted = self.deleted or other.deleted
         self.events += other.events
         self.updated_at = _max_set(self.updated_at, other.updated_at)
         # Derived fields are recomputed by the engine after a merge; keep a value meanwhile.
@@ -234,6 +237,14 @@ class ContactState:
         if self.stage is None:
             self.stage, self.stage_since = other.stage, other.stage_since
         return self
+
+    def forget(self, now: int) -> None:
+        """Erase everything but the identifiers (GDPR): they stay only to suppress later events."""
+        keep = (self.contact_id, self.user_id, list(self.anonymous_ids))
+        self.__init__(keep[0], keep[1])  # type: ignore[misc]
+        self.anonymous_ids = keep[2]
+        self.deleted = True
+        self.updated_at = now
 
     def to_row(self) -> dict[str, Any]:
         """Return the contact as plain data (for the warehouse and golden tests)."""
@@ -257,6 +268,7 @@ class ContactState:
             "counts": dict(self.counts),
             "events": self.events,
             "updated_at": self.updated_at,
+            "deleted": self.deleted,
             "timers": dict(self.timers),
             "workflows": sorted((r.workflow, r.pc, r.since, r.due) for r in self.runs.values()),
         }

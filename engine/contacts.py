@@ -61,6 +61,10 @@ class ContactShard:
         contact = self.contacts.get(r.contact_id)
         if contact is None:
             contact = self.contacts[r.contact_id] = engine.new_contact(r.contact_id, r.contact_id)
+        if contact.deleted:
+            if r.kind != MERGE:
+                out.count("suppressed")  # erased on request: its events are neither applied nor stored
+            return
         if r.kind == MERGE:
             out.triggers.extend(engine.merge_into(contact, r.profile, r.ts, r.message_id))  # type: ignore[arg-type]
         else:

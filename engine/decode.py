@@ -175,12 +175,29 @@ def _build(obj: dict[str, Any], raw: bytes) -> Event:
     )
 
 
-def decode_line(raw: bytes, source: str = "") -> Event | Rejection:
+def has_consent(event: Event, category: str) -> bool:
+    """True when the event's context grants the consent category (Segment's consent object)."""
+    consent = event.context.get("consent")
+    prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+    return isinstance(prefs, dict) and prefs.get(category) is True
+
+
+def decode_line(raw: bytes, source: str = "", consent_category: str | None = None) -> Event | Rejection:
     """Decode one input line (without its newline) into an Event, or a Rejection with a reason code.
 
     It never raises, whatever the bytes: every failure becomes a Rejection that
-    keeps the raw line and its source position for the dead-letter output.
+    keeps the raw line and its source position for the dead-letter output. With a
+    ``consent_category``, an anonymous event without that consent is rejected as
+    ``no_consent`` and, being tracking data nobody agreed to, its raw line is not kept.
     """
+    out = _decode(raw, source)
+    if consent_category is not None and type(out) is Event and out.user_id is None and not has_consent(out, consent_category):
+        return Rejection("no_consent", f"anonymous event without consent for {consent_category!r}; "
+                         "the line is not stored", "", source)
+    return out
+
+
+def _decode(raw: bytes, source: str) -> Event | Rejection:
     try:
         if len(raw) > MAX_EVENT_BYTES:
             return Rejection("too_large", f"{len(raw)} bytes; the limit is {MAX_EVENT_BYTES}", _raw_text(raw), source)

@@ -107,8 +107,18 @@ class Engine:
         return ContactState(contact_id, user_id)
 
     def apply(self, contact: ContactState, event: Event) -> list[Trigger]:
-        """Apply one event to a contact in place and return the triggers it causes."""
+        """Apply one event to a contact in place and return the triggers it causes.
+
+        A deleted contact takes no more events (shards count them as suppressed), and
+        the configured deletion event erases the contact and tells actioners to do the same.
+        """
+        if contact.deleted:
+            return []
         now = event.ts
+        if event.type == "track" and event.name == self.config.privacy.deletion_event:
+            contact.forget(now)
+            return [make_trigger("contact_deleted", "privacy", "0", contact, now, event.message_id,
+                                 reason={"cause": event.message_id, "event": event.name})]
         dirty: set[str] = set()
         fresh = contact.events == 0
         self._settle(contact, now, dirty)
@@ -122,7 +132,12 @@ class Engine:
         return triggers
 
     def merge_into(self, target: ContactState, other: ContactState, now: int, occurrence: str) -> list[Trigger]:
-        """Merge ``other`` (an anonymous profile) into ``target`` in place; return the triggers."""
+        """Merge ``other`` (an anonymous profile) into ``target`` in place; return the triggers.
+
+        Nothing joins a deleted contact, and a deleted profile brings nothing along.
+        """
+        if target.deleted or other.deleted:
+            return []
         # Decaying scores only add up when both are valued at the same instant.
         self._settle(target, now, set())
         other = other.copy()

@@ -94,6 +94,9 @@ class IdentityShard:
             profile = self.profiles.get(device)  # type: ignore[arg-type]
             if profile is None:
                 profile = self.profiles[device] = engine.new_contact(device, None)  # type: ignore[index]
+            if profile.deleted:
+                out.count("suppressed")
+                return
             out.triggers.extend(engine.apply(profile, e))
             out.applied.append((device, e))  # type: ignore[arg-type]
             self.changed_profiles.add(device)  # type: ignore[arg-type]
@@ -110,7 +113,11 @@ class IdentityShard:
         self.links[device] = (user_id, e.ts)
         self.changed_links.add(device)
         profile = self.profiles.pop(device, None)
-        if profile is not None:
+        if profile is not None and profile.deleted:
+            # An erased anonymous profile never joins anyone; the device starts afresh.
+            self.changed_profiles.discard(device)
+            self.removed_profiles[device] = (user_id, e.ts)
+        elif profile is not None:
             # The anonymous history joins the contact once; the profile stops existing here.
             self.changed_profiles.discard(device)
             self.removed_profiles[device] = (user_id, e.ts)

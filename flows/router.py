@@ -25,8 +25,10 @@ class Router:
     after a restart it rebuilds from new data, and shards keep the larger value.
     """
 
-    def __init__(self, shards: int, lateness_ms: int, cut_interval_s: float, follow: bool = False) -> None:
+    def __init__(self, shards: int, lateness_ms: int, cut_interval_s: float, follow: bool = False,
+                 consent_category: str | None = None) -> None:
         self.shards = shards
+        self.consent_category = consent_category
         self.broadcast_s = BROADCAST_FOLLOW_S if follow else BROADCAST_REPLAY_S
         self.lateness_ms = lateness_ms
         self.cut_interval_s = cut_interval_s
@@ -44,7 +46,7 @@ class Router:
         first = batch.first_line
         reject_shard = shard_of(batch.part, shards)
         for i, raw in enumerate(batch.lines):
-            item = decode_line(raw, prefix + str(first + i))
+            item = decode_line(raw, prefix + str(first + i), self.consent_category)
             if type(item) is Event:
                 shard = shard_of(item.device_id, shards)
                 packet = packets.get(shard)

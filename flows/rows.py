@@ -41,6 +41,7 @@ CONTACT_PART = pa.schema(
         ("lists", pa.list_(pa.string())),
         ("events", pa.int32()),
         ("updated_at", TS),
+        ("erased", pa.bool_()),
         (
             "runs",
             pa.list_(pa.struct([("workflow", pa.string()), ("step", pa.string()), ("since", TS), ("due_at", TS),
@@ -131,6 +132,7 @@ def contact_row(c: ContactState, steps: dict[str, list[str]] | None = None) -> t
         sorted(c.lists),
         c.events,
         c.updated_at,
+        c.deleted,
         runs,
     )
 

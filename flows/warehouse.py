@@ -40,6 +40,8 @@ DERIVED = {
     # An anonymous profile's events belong to the contact it merged into.
     "events": {"contact_id": "COALESCE((SELECT m.contact_id FROM merges m WHERE m.anonymous_id = p.contact_id), p.contact_id)"},
 }
+# Rows of append-only views that are hidden: the events of contacts erased on request.
+FILTERS = {"events": "contact_id NOT IN (SELECT contact_id FROM contacts WHERE deleted)"}
 COMPACT_AFTER = 32  # parts per append-only table before they are merged into one
 
 
@@ -204,7 +206,10 @@ class WarehouseLogic(StatefulBatchLogic):
                 cols = con.execute(f"DESCRIBE temp.main._shape_{name}").fetchall()
                 derived = DERIVED.get(name, {})
                 select = ", ".join(f"CAST({derived.get(c[0], 'p.' + c[0])} AS {c[1]}) AS {c[0]}" for c in cols)
-                con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM read_parquet({_list(st.parts[name])}) AS p")
+                view = f"SELECT {select} FROM read_parquet({_list(st.parts[name])}) AS p"
+                if name in FILTERS:
+                    view = f"SELECT * FROM ({view}) WHERE {FILTERS[name]}"
+                con.execute(f"CREATE VIEW {name} AS {view}")
             else:
                 con.execute(sql)
         contact_parts = st.parts["contacts"]
@@ -223,7 +228,7 @@ class WarehouseLogic(StatefulBatchLogic):
             con.execute("""
                 INSERT INTO contacts SELECT contact_id, user_id, email, anonymous_ids, traits::JSON, grade, fit, stage,
                     stage_since, [s.segment FOR s IN segments], first_seen, last_seen,
-                    first_campaign::JSON, visits, counts::JSON, lists, events, updated_at
+                    first_campaign::JSON, visits, counts::JSON, lists, events, updated_at, erased
                 FROM temp.main.current_contacts ORDER BY contact_id""")
             con.execute("""
                 INSERT INTO contact_scores SELECT contact_id, s.profile, s.score

@@ -27,7 +27,8 @@ CREATE TABLE contacts (
     counts         JSON,                 -- lifetime event counts: track name, or $page, $identify, ...
     lists          VARCHAR[],            -- static lists from add_to_list / remove_from_list actions
     events         INTEGER,              -- events applied to the contact
-    updated_at     TIMESTAMP             -- event time of the newest event applied
+    updated_at     TIMESTAMP,            -- event time of the newest event applied
+    deleted        BOOLEAN               -- erased on request (GDPR): only ids remain; its events are gone
 );
 
 -- table: contact_scores

@@ -267,3 +267,34 @@ def test_never_raises_on_bytes(raw: bytes) -> None:
 def test_never_raises_on_json(value: Any) -> None:
     """Any JSON value, Segment-shaped or not, gives an Event or a Rejection with a known reason."""
     _check_outcome(orjson.dumps(value))
+
+
+# ------------------------------------------------------------------ consent
+
+CONSENTED = {"consent": {"categoryPreferences": {"analytics": True}}}
+
+
+@pytest.mark.parametrize(
+    ("fields", "accepted"),
+    [
+        ({"anonymousId": "d1", "context": CONSENTED}, True),
+        ({"anonymousId": "d1", "context": {"consent": {"categoryPreferences": {"analytics": False}}}}, False),
+        ({"anonymousId": "d1", "context": {"consent": {"categoryPreferences": {"marketing": True}}}}, False),
+        ({"anonymousId": "d1"}, False),
+        ({"anonymousId": "d1", "context": {"consent": "yes"}}, False),
+        ({"userId": "u1"}, True),
+        ({"userId": "u1", "anonymousId": "d1"}, True),
+    ],
+    ids=["granted", "refused", "other_category", "no_consent_object", "malformed_consent", "known", "identified"],
+)
+def test_consent_category_gates_anonymous_tracking(fields: dict, accepted: bool) -> None:
+    """With a consent category, anonymous events need it granted; known contacts do not."""
+    raw = orjson.dumps({"type": "page", "timestamp": T0, "messageId": "m1", **fields})
+    out = decode_line(raw, "f:1", consent_category="analytics")
+    if accepted:
+        assert isinstance(out, Event)
+    else:
+        assert isinstance(out, Rejection) and out.reason == "no_consent"
+        assert out.raw == "", "tracking data nobody agreed to is not stored"
+        assert out.source == "f:1" and "analytics" in out.detail
+    assert isinstance(decode_line(raw), Event), "without a consent category every valid event is tracked"

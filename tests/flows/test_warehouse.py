@@ -112,3 +112,40 @@ def test_usage_errors_say_what_to_do(tmp_path: Path, args: list[str], message: s
     res = leadstream("run", *flat, check=False)
     assert res.returncode == 2
     assert message in res.stderr
+
+
+def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
+    """An erased contact keeps only its ids in the warehouse, its events are gone, and anonymous
+    events without consent are dead-lettered without their payload."""
+    import orjson
+
+    config = tmp_path / "privacy.toml"
+    config.write_text(CONFIG.read_text() + '\n[privacy]\nconsent_category = "analytics"\n')
+    ok = {"consent": {"categoryPreferences": {"analytics": True}}}
+    lines = [
+        {"type": "identify", "userId": "u1", "traits": {"email": "gone@example.com"}, "timestamp": "2026-01-05T08:00:00Z"},
+        {"type": "page", "userId": "u1", "properties": {"path": "/"}, "timestamp": "2026-01-05T08:01:00Z"},
+        {"type": "page", "anonymousId": "d1", "context": ok, "timestamp": "2026-01-05T08:01:30Z"},
+        {"type": "identify", "userId": "u1", "anonymousId": "d1", "timestamp": "2026-01-05T08:01:40Z"},
+        {"type": "track", "event": "Contact Deleted", "userId": "u1", "timestamp": "2026-01-05T08:02:00Z"},
+        {"type": "page", "userId": "u1", "properties": {"path": "/"}, "timestamp": "2026-01-05T08:03:00Z"},
+        {"type": "page", "anonymousId": "d2", "properties": {"path": "/secret"}, "timestamp": "2026-01-05T08:04:00Z"},
+        {"type": "page", "userId": "u2", "properties": {"path": "/"}, "timestamp": "2026-01-05T08:05:00Z"},
+    ]
+    data = tmp_path / "events.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(dict(x, messageId=f"m{i}")) + b"\n" for i, x in enumerate(lines)))
+    run_into(tmp_path / "out", [data], config=config)
+    con = duckdb.connect(str(tmp_path / "out" / "warehouse.duckdb"), read_only=True)
+    try:
+        row = con.execute("SELECT deleted, email, traits::VARCHAR, segments FROM contacts WHERE contact_id = 'u1'").fetchone()
+        assert row == (True, None, "{}", [])
+        assert con.execute("SELECT count(*) FROM events WHERE contact_id = 'u1'").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 1  # u2's page
+        assert con.execute("SELECT count(*) FROM contact_scores WHERE contact_id = 'u1'").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM triggers WHERE action = 'contact_deleted'").fetchone()[0] == 1
+        dead = con.execute("SELECT reason, raw, source FROM dead_letters").fetchall()
+        assert dead == [("no_consent", "", f"{data}:7")]
+    finally:
+        con.close()
+    snap = last_snapshot(tmp_path / "out" / "warehouse.duckdb")
+    assert snap["lines_read"] == 8 and snap["dead_lettered"] == 1 and snap["accepted"] == 7
