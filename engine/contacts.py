@@ -50,7 +50,12 @@ class ContactShard:
             elif due is not None and due <= limit:
                 due, cid, key = timers.pop()
                 contact = self.contacts.get(cid)
-                if contact is not None:
+                if contact is None:
+                    continue
+                actual = contact.timers.get(key)
+                if actual is not None and actual > due:
+                    timers.sync(cid, {key: actual})  # it moved later since it was queued
+                elif actual == due:
                     out.triggers.extend(engine.on_timer(contact, key, due))
                     timers.sync(cid, contact.timers)
                     self.changed.add(cid)

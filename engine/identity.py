@@ -66,7 +66,12 @@ class IdentityShard:
             elif due is not None and due <= limit:
                 due, device, key = timers.pop()
                 profile = self.profiles.get(device)
-                if profile is not None:
+                if profile is None:
+                    continue
+                actual = profile.timers.get(key)
+                if actual is not None and actual > due:
+                    timers.sync(device, {key: actual})  # it moved later since it was queued
+                elif actual == due:
                     out.triggers.extend(engine.on_timer(profile, key, due))
                     timers.sync(device, profile.timers)
                     self.changed_profiles.add(device)

@@ -1,8 +1,10 @@
 """A shard's timer service (Flink's, in miniature): one heap of (due, contact, timer) per shard.
 
-Contacts own their timers (``ContactState.timers``); the queue only remembers what to
-wake up when. A timer that was moved or cancelled leaves a stale heap entry behind,
-which is skipped when it surfaces.
+Contacts own their timers (``ContactState.timers``); the queue only remembers when to
+wake a contact up. Most timers move *later* with every event (a quiet-period wait, an
+inactivity decay step), so the queue keeps its earlier entry and, when that surfaces,
+the shard looks at the contact's real due time and re-queues it: one heap push per
+wake-up instead of one per event. Cancelled timers are skipped when they surface.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ class TimerQueue:
         return len(self._known)
 
     def sync(self, contact_id: str, timers: dict[str, int]) -> None:
-        """Take note of a contact's timers after the engine touched it."""
+        """Take note of a contact's timers after the engine touched it.
+
+        A timer that moved later keeps its earlier heap entry (see the module doc).
+        """
         known, heap = self._known, self._heap
         for key, due in timers.items():
-            if known.get((contact_id, key)) != due:
+            have = known.get((contact_id, key))
+            if have is None or due < have:
                 known[(contact_id, key)] = due
                 heappush(heap, (due, contact_id, key))
         if len(heap) > 2 * len(known) + 1024:
