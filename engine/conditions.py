@@ -463,9 +463,15 @@ def _fast_leaf(node: dict[str, Any]) -> Fn | None:
     A string only ever equals a string, so no MISSING or type check is needed.
     """
     value = node.get("value")
+    field_name = node["field"]
+    if node.get("op") == "eq" and isinstance(value, bool):
+        if field_name == "known":
+            return lambda c, e, now: (c.user_id is not None) is value
+        if field_name == "event.starts_visit":
+            return lambda c, e, now: e is not None and (c.visit_start == e.message_id) is value
+        return None
     if node.get("op") != "eq" or not isinstance(value, str) or node.get("ignore_case"):
         return None
-    field_name = node["field"]
     if field_name.startswith("event.") and field_name[6:] in _EVENT_ATTRS:
         get = attrgetter(field_name[6:])
         return lambda c, e, now: e is not None and get(e) == value

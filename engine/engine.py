@@ -18,7 +18,7 @@ from .config import AutomationRule, CompletionAction, Config, ScoringRule
 from .contact import ContactState
 from .events import Event
 from .triggers import Trigger, make_trigger
-from .workflows import ACTION, IF, JUMP, WAIT, WAIT_UNTIL, Run, Workflow, capture, fill
+from .workflows import ACTION, IF, JUMP, WAIT, WAIT_UNTIL, Run, Workflow, capture, fill, run_key
 
 # Passed as `dirty` when everything must be re-derived: a new or merged contact.
 EVERYTHING = None
@@ -540,6 +540,7 @@ class Engine:
                 del c.runs[run.key]
                 c.timers.pop(run.key, None)
                 run.run_id, run.entered_at, run.since = occ, now, now
+                run.key = run_key(wf.name, occ)
                 run.vars = capture(wf.placeholders, c, event, now) if event else {}
                 run.due = now + first.duration_ms
                 c.runs[run.key] = run

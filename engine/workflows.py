@@ -77,11 +77,15 @@ class Run:
     since: int = 0  # when the current step began
     due: int | None = None  # the timer of a wait or a wait_until timeout
     vars: dict[str, Any] = field(default_factory=dict)
+    key: str = ""  # the run's key among a contact's runs, also its timer's name (see run_key)
 
-    @property
-    def key(self) -> str:
-        """The run's key among a contact's runs, also its timer's name."""
-        return f"wf:{self.workflow}:{self.run_id}"
+    def __post_init__(self) -> None:
+        self.key = run_key(self.workflow, self.run_id)
+
+
+def run_key(workflow: str, run_id: str) -> str:
+    """The key of a workflow run: a contact's runs and timers are named by it."""
+    return f"wf:{workflow}:{run_id}"
 
 
 def fill(value: Any, variables: dict[str, Any]) -> Any:
