@@ -53,6 +53,10 @@ def _raw_text(raw: bytes) -> str:
 
 def junk_reason(value: str) -> str | None:
     """Return why an identifier is junk, or None when it is usable."""
+    n = len(value)
+    if 0 < n <= MAX_ID_CHARS and value.isprintable() and not value[0].isspace() and not value[-1].isspace():
+        # The common case, decided with a few C calls: only the placeholder list remains.
+        return f"placeholder value {value!r}" if value.lower() in JUNK_IDS else None
     stripped = value.strip()
     if stripped.lower() in JUNK_IDS:
         return f"placeholder value {value!r}"
