@@ -13,9 +13,19 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
+_SHARD_CACHE: dict[tuple[str, int], int] = {}
+
+
 def shard_of(identifier: str, shards: int) -> int:
     """Return the shard number of an identifier for a fixed shard count."""
-    return stable_hash(identifier) % shards
+    # Every event is routed twice and ids repeat across a contact's events: remember them.
+    key = (identifier, shards)
+    shard = _SHARD_CACHE.get(key)
+    if shard is None:
+        if len(_SHARD_CACHE) > 1_000_000:
+            _SHARD_CACHE.clear()
+        shard = _SHARD_CACHE[key] = stable_hash(identifier) % shards
+    return shard
 
 
 def trigger_id(rule: str, contact_id: str, occurrence: str) -> str:

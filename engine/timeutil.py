@@ -53,10 +53,21 @@ def _slow_parse(text: str) -> int:
     return int(dt.timestamp() * 1000 + (0.5 if dt.timestamp() >= 0 else -0.5))
 
 
+_FORMAT_CACHE: dict[int, str] = {}
+
+
 def format_ms(ms: int) -> str:
     """Format epoch milliseconds as ISO-8601 UTC with milliseconds and a Z suffix."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    # strftime is slow and every trigger needs it; the minute prefix repeats, so cache it.
+    minute, rest = divmod(ms, 60_000)
+    prefix = _FORMAT_CACHE.get(minute)
+    if prefix is None:
+        prefix = datetime.fromtimestamp(minute * 60, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:")
+        if len(_FORMAT_CACHE) > 200_000:
+            _FORMAT_CACHE.clear()
+        _FORMAT_CACHE[minute] = prefix
+    sec, milli = divmod(rest, 1000)
+    return f"{prefix}{sec:02d}.{milli:03d}Z"
 
 
 def parse_duration_ms(text: str) -> int:
