@@ -21,6 +21,7 @@ REASONS = {
     "wrong_type": "a field has the wrong JSON type",
     "missing_field": "a field the event type requires is missing",
     "no_consent": "an anonymous event without the tracking consent the config requires",
+    "webhook_failed": "a batch of triggers the webhook receiver did not accept after every retry",
 }
 
 

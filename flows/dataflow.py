@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.connectors.files import FileSink
@@ -11,6 +13,8 @@ from bytewax.dataflow import Dataflow
 
 from engine.config import Config
 
+from .kafka import (KafkaLineSource, dead_letter_messages, is_kafka_url, kafka_sink, parse_kafka_url,
+                    trigger_messages)
 from .progress import PROGRESS
 from .router import Router
 from .sources import LineSource
@@ -22,13 +26,17 @@ from .warehouse import WarehouseLogic
 class FlowOptions:
     """Where a run reads from and writes to, and how often it publishes."""
 
-    parts: tuple[str, ...]  # input partitions, from sources.expand_inputs
+    parts: tuple[str, ...]  # input partitions: sources.expand_inputs, or kafka.list_kafka_parts ("topic:N")
     warehouse: Path
-    triggers: Path
-    dead_letter: Path
+    triggers: Path | str  # a JSONL file or kafka://host:port/topic
+    dead_letter: Path | str  # likewise
     follow: bool = False
     snapshot_interval_s: float = 10.0
     shards: int | None = None  # overrides [settings] shards
+    kafka_input: str | None = None  # kafka://host:port/topic: read it instead of files (parts name its partitions)
+    kafka_eof: bool = False  # end each Kafka partition at the end of what the broker has
+    kafka_config: tuple[tuple[str, str], ...] = ()  # extra librdkafka settings for every Kafka client
+    webhook: Any = None  # a webhook.WebhookDelivery that also receives every trigger
 
 
 def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
@@ -36,10 +44,16 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     shards = opts.shards or config.settings.shards
     ctx = StageContext(config, opts.parts, shards, opts.follow)
     # Cuts come twice per interval, so a complete one is always ready when a snapshot is due.
-    router = Router(shards, config.settings.allowed_lateness_ms, opts.snapshot_interval_s / 2, opts.follow)
+    router = Router(shards, config.settings.allowed_lateness_ms, opts.snapshot_interval_s / 2, opts.follow,
+                    config.privacy.consent_category)
     flow = Dataflow("leadstream")
 
-    lines = op.input("read", flow, LineSource(list(opts.parts), opts.follow))
+    kconf = dict(opts.kafka_config)
+    if opts.kafka_input:
+        source: Any = KafkaLineSource(parse_kafka_url(opts.kafka_input), list(opts.parts), opts.kafka_eof, kconf)
+    else:
+        source = LineSource(list(opts.parts), opts.follow)
+    lines = op.input("read", flow, source)
     # SourceBatch(part, first_line, file, lines, eof, idle_ms)
     packets = op.flat_map("decode_and_route", lines, router.route)
     # (identity shard key, ToIdentity)
@@ -53,11 +67,32 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     # (shard key, tagged output) from both stages
 
     trigger_lines = op.filter_map("trigger_lines", outputs, lambda kv: kv[1][1] if kv[1][0] == TRIGGER else None)
-    # ("triggers", JSON line)
-    op.output("write_triggers", trigger_lines, FileSink(opts.triggers))
+    # ("triggers", JSON lines of one shard's batch, newline-separated)
+    if is_kafka_url(str(opts.triggers)):
+        messages = op.flat_map("trigger_messages", trigger_lines, trigger_messages)
+        # KafkaSinkMessage(key=contact_id, value=one trigger): a contact's triggers stay in one partition, in order
+        op.output("write_triggers", messages, kafka_sink(parse_kafka_url(str(opts.triggers)), kconf))
+    else:
+        op.output("write_triggers", trigger_lines, FileSink(Path(opts.triggers)))
     dead_lines = op.filter_map("dead_letter_lines", outputs, lambda kv: kv[1][1] if kv[1][0] == DEAD_LETTER else None)
-    # ("dead_letters", JSON line)
-    op.output("write_dead_letters", dead_lines, FileSink(opts.dead_letter))
+    # ("dead_letters", JSON lines)
+    if opts.webhook is not None:
+        from .webhook import COLLECT_MS, GROUPS
+
+        grouped = op.filter_map("webhook_groups", outputs,
+                                lambda kv: (str(int(kv[0]) % GROUPS), kv[1][1][1]) if kv[1][0] == TRIGGER else None)
+        # (shard group, trigger lines of one shard's batch)
+        batches = op.collect("webhook_batches", grouped, timedelta(milliseconds=COLLECT_MS), max_size=64)
+        # (shard group, [trigger lines, ...]) at most COLLECT_MS after the first
+        undelivered = op.flat_map("webhook", batches, opts.webhook)
+        # ("dead_letters", JSON lines): batches the webhook gave up on, reason webhook_failed
+        dead_lines = op.merge("all_dead_letters", dead_lines, undelivered)
+    if is_kafka_url(str(opts.dead_letter)):
+        dead_messages = op.flat_map("dead_letter_messages", dead_lines, dead_letter_messages)
+        # KafkaSinkMessage(key=input partition, value=one dead letter)
+        op.output("write_dead_letters", dead_messages, kafka_sink(parse_kafka_url(str(opts.dead_letter)), kconf))
+    else:
+        op.output("write_dead_letters", dead_lines, FileSink(Path(opts.dead_letter)))
 
     exports = op.filter_map("exports", outputs, lambda kv: ("warehouse", kv[1][1]) if kv[1][0] == EXPORT else None)
     # ("warehouse", Export)

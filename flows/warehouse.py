@@ -70,7 +70,9 @@ class WarehouseState:
     parts: dict[str, list[str]] = field(default_factory=lambda: {t: [] for t in rows.PART_SCHEMAS})
     snapshots: list[tuple[Any, ...]] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
-    pending: dict[int, list[Export]] = field(default_factory=dict)
+    # (cut, final) -> (stage, shard) -> exports. A shard exports each key once: a cut it
+    # passed and the end of input at the same instant are two exports, two keys.
+    pending: dict[tuple[int, bool], dict[tuple[str, int], list[Export]]] = field(default_factory=dict)
     seq: int = 0
     last_cut: int | None = None
     dirty: bool = False
@@ -96,14 +98,16 @@ class WarehouseLogic(StatefulBatchLogic):
         """Collect exports; apply every complete cut; publish when the interval has passed."""
         st = self.state
         for export in values:
-            st.pending.setdefault(export.cut, []).append(export)
-        complete = [cut for cut in sorted(st.pending) if len(st.pending[cut]) >= self.exporters]
+            st.pending.setdefault((export.cut, export.final), {}).setdefault((export.stage, export.shard), []).append(export)
+        # Complete: every shard of both stages has exported the key.
+        complete = [key for key in sorted(st.pending) if len(st.pending[key]) >= self.exporters]
         if complete:
             # A later complete cut also settles any earlier one still missing exports
             # (shards resumed from different snapshots may skip a cut): merge them in.
             last = complete[-1]
-            for cut in sorted(c for c in st.pending if c <= last):
-                self._apply(cut, st.pending.pop(cut))
+            for key in sorted(k for k in st.pending if k <= last):
+                exports = [ex for per_shard in st.pending.pop(key).values() for ex in per_shard]
+                self._apply(key[0], exports)
         out: list[Any] = []
         if st.dirty and (st.final or time.monotonic() - self.last_publish >= self.interval_s):
             out.append(self.publish())

@@ -40,15 +40,42 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--config", required=True, metavar="FILE", help="the TOML rules file")
     run.add_argument("--input", required=True, nargs="+", metavar="PATH",
-                     help="JSONL inputs: files (.jsonl or .jsonl.gz), directories (one partition per file), '-' for stdin")
+                     help="JSONL inputs: files (.jsonl or .jsonl.gz), directories (one partition per file), '-' for "
+                     "stdin; or one Kafka topic, kafka://host:port[,host:port]/topic (one partition per Kafka "
+                     "partition, each message one JSONL line; runs until stopped unless --kafka-eof)")
     run.add_argument("--warehouse", required=True, metavar="FILE", help="DuckDB file to publish snapshots to")
-    run.add_argument("--triggers", required=True, metavar="FILE", help="JSONL file for the triggers")
-    run.add_argument("--dead-letter", metavar="FILE",
-                     help="JSONL file for rejected lines (default: dead_letters.jsonl next to --triggers)")
+    run.add_argument("--triggers", required=True, metavar="FILE|URL",
+                     help="JSONL file for the triggers, or kafka://host:port/topic (one message per trigger, "
+                     "keyed by contact_id)")
+    run.add_argument("--dead-letter", metavar="FILE|URL",
+                     help="JSONL file or kafka://host:port/topic for rejected lines (default: dead_letters.jsonl "
+                     "next to --triggers, or next to --warehouse when --triggers is a topic)")
     run.add_argument("--follow", action="store_true",
                      help="keep tailing the inputs for new lines and new files (live operation; stop with Ctrl-C)")
+    run.add_argument("--kafka-eof", action="store_true",
+                     help="with Kafka input: end each partition once it has read everything the broker holds, "
+                     "then finish like a file replay (backfills, tests)")
+    run.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
+                     help="extra librdkafka setting for every Kafka client, e.g. security.protocol=SASL_SSL "
+                     "(repeatable)")
+    run.add_argument("--webhook", metavar="URL",
+                     help="also POST every trigger to this URL, in JSON batches with an Idempotency-Key header "
+                     "of their trigger ids; retried with exponential backoff, dead-lettered (webhook_failed) "
+                     "after --webhook-attempts failures")
+    run.add_argument("--webhook-attempts", type=int, default=5, metavar="N", help="attempts per batch (default 5)")
+    run.add_argument("--webhook-backoff", type=float, default=0.2, metavar="SECONDS",
+                     help="first retry delay, doubled for each further retry up to 5 s (default 0.2)")
+    run.add_argument("--webhook-batch", type=int, default=100, metavar="N", help="triggers per POST (default 100)")
     run.add_argument("--workers", type=int, default=1, metavar="N",
-                     help="worker threads in this process (default 1; scale with processes, see the README)")
+                     help="worker threads per process (default 1; scale with processes, see the README)")
+    run.add_argument("--processes", type=int, default=1, metavar="N",
+                     help="run as a cluster of N processes on this machine (default 1)")
+    run.add_argument("--process-id", type=int, metavar="I",
+                     help="multi-machine cluster: this process's index in --addresses (Bytewax's -i)")
+    run.add_argument("--addresses", metavar="H:P;H:P",
+                     help="multi-machine cluster: host:port of every process, ';'-separated, the same on every "
+                     "machine (Bytewax's -a)")
+    run.add_argument("--spawned", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--snapshot-interval", type=float, default=10.0, metavar="SECONDS",
                      help="publish a warehouse snapshot at least this often (default 10)")
     run.add_argument("--shards", type=int, metavar="N", help="override [settings] shards of the config")
@@ -62,8 +89,13 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=cmd_run)
 
 
-def _recovery(args: argparse.Namespace) -> tuple[Any, bool]:
-    """Return (RecoveryConfig or None, whether a previous run's state is there to resume)."""
+def _recovery(args: argparse.Namespace, init: bool = True) -> tuple[Any, bool]:
+    """Return (RecoveryConfig or None, whether a previous run's state is there to resume).
+
+    An empty directory is initialised with one partition per worker of the whole cluster,
+    unless ``init`` is false (a process that is not the cluster's first: the first one, or
+    the parent of spawned processes, initialises the directory).
+    """
     if not getattr(args, "recovery", None):
         return None, False
     from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -71,45 +103,131 @@ def _recovery(args: argparse.Namespace) -> tuple[Any, bool]:
     folder = Path(args.recovery)
     folder.mkdir(parents=True, exist_ok=True)
     resuming = any(folder.iterdir())
-    if not resuming:
-        init_db_dir(folder, max(1, args.workers))
+    if not resuming and init:
+        init_db_dir(folder, max(1, args.workers) * _cluster_size(args))
     return RecoveryConfig(folder), resuming
 
 
-def _prepare_outputs(args: argparse.Namespace, resuming: bool) -> tuple[Path, Path, Path]:
+def _cluster_size(args: argparse.Namespace) -> int:
+    if getattr(args, "addresses", None):
+        return len(args.addresses.split(";"))
+    return max(1, getattr(args, "processes", 1) or 1)
+
+
+def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = True) -> tuple[Path, Any, Any]:
+    """Check the three outputs; a fresh run (``clean``, not resuming) drops an earlier run's parts."""
+    from flows.kafka import is_kafka_url, parse_kafka_url
+
     warehouse = Path(args.warehouse)
-    triggers = Path(args.triggers)
-    dead = Path(args.dead_letter) if args.dead_letter else triggers.with_name("dead_letters.jsonl")
-    if len({warehouse.resolve(), triggers.resolve(), dead.resolve()}) < 3:
-        raise UsageError("--warehouse, --triggers and --dead-letter must be three different files")
-    for path in (warehouse, triggers, dead):
+    triggers: Any = args.triggers if is_kafka_url(args.triggers) else Path(args.triggers)
+    if args.dead_letter:
+        dead: Any = args.dead_letter if is_kafka_url(args.dead_letter) else Path(args.dead_letter)
+    else:
+        dead = (warehouse if isinstance(triggers, str) else triggers).with_name("dead_letters.jsonl")
+    for url in (triggers, dead):
+        if isinstance(url, str):
+            try:
+                parse_kafka_url(url)
+            except ValueError as ex:
+                raise UsageError(str(ex)) from None
+    files = [p for p in (warehouse, triggers, dead) if isinstance(p, Path)]
+    if len({p.resolve() for p in files}) < len(files) or triggers == dead:
+        raise UsageError("--warehouse, --triggers and --dead-letter must be three different outputs")
+    for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
-    if not resuming:
+    if clean and not resuming:
         # A fresh run publishes a new warehouse: parts of an earlier run would be orphans.
         shutil.rmtree(Path(str(warehouse) + ".parts"), ignore_errors=True)
     return warehouse, triggers, dead
 
 
-def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    """Build and run the flow for parsed `run` arguments; return the summary."""
-    from bytewax._bytewax import cli_main
-    from bytewax.testing import run_main
+def _input_parts(args: argparse.Namespace) -> tuple[tuple[str, ...], str | None]:
+    """The input partitions, and the Kafka URL when the input is a topic."""
+    from flows.kafka import is_kafka_url, list_kafka_parts, parse_kafka_url
+    from flows.sources import expand_inputs
 
-    from flows.dataflow import FlowOptions, build_flow
-    from flows.progress import ProgressDisplay
-    from flows.sources import STOP, expand_inputs
-
+    kafka = [i for i in args.input if is_kafka_url(i)]
+    if kafka:
+        if len(args.input) != 1:
+            raise UsageError("--input takes either one kafka:// topic or files, not both or several topics")
+        try:
+            return tuple(list_kafka_parts(parse_kafka_url(kafka[0]), _kafka_config(args))), kafka[0]
+        except ValueError as ex:
+            raise UsageError(str(ex)) from None
+    if getattr(args, "kafka_eof", False):
+        raise UsageError("--kafka-eof applies to a kafka:// input only")
     try:
         parts = tuple(expand_inputs(args.input, args.follow))
     except (FileNotFoundError, ValueError) as ex:
         raise UsageError(str(ex)) from None
     if not parts:
         raise UsageError("--input names no JSONL files (a directory must hold .jsonl or .jsonl.gz files)")
+    return parts, None
+
+
+def _kafka_config(args: argparse.Namespace) -> dict[str, str]:
+    conf: dict[str, str] = {}
+    for item in getattr(args, "kafka_config", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--kafka-config {item}: expected KEY=VALUE (a librdkafka setting)")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+def _check_cluster_args(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    recovery, resuming = _recovery(args)
-    warehouse, triggers, dead = _prepare_outputs(args, resuming)
-    opts = FlowOptions(parts, warehouse, triggers, dead, args.follow, args.snapshot_interval, args.shards)
+    processes = getattr(args, "processes", 1)
+    pid, addresses = getattr(args, "process_id", None), getattr(args, "addresses", None)
+    if processes < 1:
+        raise UsageError("--processes must be at least 1")
+    if (pid is None) != (addresses is None):
+        raise UsageError("--process-id and --addresses go together (one process of a multi-machine cluster)")
+    if pid is not None:
+        if processes != 1 and not getattr(args, "spawned", False):
+            raise UsageError("--processes starts a cluster on this machine; with --process-id/--addresses start "
+                             "each process yourself")
+        n = len(addresses.split(";"))
+        if not 0 <= pid < n:
+            raise UsageError(f"--process-id {pid}: --addresses names {n} processes (ids 0 to {n - 1})")
+    if getattr(args, "webhook", None) and (args.webhook_attempts < 1 or args.webhook_batch < 1):
+        raise UsageError("--webhook-attempts and --webhook-batch must be at least 1")
+
+
+def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """Build and run the flow for parsed `run` arguments; return the summary.
+
+    With ``--processes N`` this process starts N cluster processes and waits for them;
+    with ``--process-id`` it is one process of a cluster. Either way the summary is read
+    from the published warehouse, as any analyst would read it.
+    """
+    from bytewax._bytewax import cli_main
+    from bytewax.testing import run_main
+
+    from flows.dataflow import FlowOptions, build_flow
+    from flows.progress import ProgressDisplay
+    from flows.sources import STOP
+
+    _check_cluster_args(args)
+    parts, kafka_input = _input_parts(args)
+    pid = getattr(args, "process_id", None)
+    spawned = getattr(args, "spawned", False)
+    if getattr(args, "processes", 1) > 1 and pid is None:
+        return _run_cluster(args)
+    first = pid is None or pid == 0
+    recovery, resuming = _recovery(args, init=first and not spawned)
+    warehouse, triggers, dead = _prepare_outputs(args, resuming, clean=first and not spawned)
+    follow = args.follow or (kafka_input is not None and not args.kafka_eof)
+    webhook = None
+    if getattr(args, "webhook", None):
+        from flows.webhook import WebhookDelivery
+
+        webhook = WebhookDelivery(args.webhook, attempts=args.webhook_attempts, backoff_s=args.webhook_backoff,
+                                  batch_size=args.webhook_batch)
+    opts = FlowOptions(parts, warehouse, triggers, dead, follow, args.snapshot_interval, args.shards,
+                       kafka_input=kafka_input, kafka_eof=getattr(args, "kafka_eof", False),
+                       kafka_config=tuple(sorted(_kafka_config(args).items())), webhook=webhook)
     flow = build_flow(config, opts)
     epoch = timedelta(seconds=getattr(args, "epoch_interval", 10.0))
     started = time.monotonic()
@@ -117,7 +235,10 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     previous = {sig: signal.signal(sig, _stop_reading) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with ProgressDisplay() if not args.quiet else _Nothing():
-            if args.workers == 1:
+            if pid is not None:
+                cli_main(flow, workers_per_process=args.workers, process_id=pid,
+                         addresses=args.addresses.split(";"), epoch_interval=epoch, recovery_config=recovery)
+            elif args.workers == 1:
                 run_main(flow, epoch_interval=epoch, recovery_config=recovery)
             else:
                 cli_main(flow, workers_per_process=args.workers, epoch_interval=epoch, recovery_config=recovery)
@@ -126,6 +247,100 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
             signal.signal(sig, handler)
     elapsed = time.monotonic() - started
     return summarize(warehouse, triggers, dead, elapsed)
+
+
+def _child_argv(args: argparse.Namespace, pid: int, addresses: str) -> list[str]:
+    """The command line of one spawned cluster process: this run's flags plus its place in the cluster."""
+    argv = ["run", "--config", str(args.config), "--input", *args.input, "--warehouse", str(args.warehouse),
+            "--triggers", str(args.triggers), "--workers", str(args.workers),
+            "--snapshot-interval", repr(args.snapshot_interval), "--epoch-interval", repr(args.epoch_interval),
+            "--process-id", str(pid), "--addresses", addresses, "--spawned", "--quiet"]
+    if args.dead_letter:
+        argv += ["--dead-letter", str(args.dead_letter)]
+    for flag in ("follow", "kafka_eof"):
+        if getattr(args, flag, False):
+            argv.append("--" + flag.replace("_", "-"))
+    for item in getattr(args, "kafka_config", None) or []:
+        argv += ["--kafka-config", item]
+    if args.shards:
+        argv += ["--shards", str(args.shards)]
+    if args.recovery:
+        argv += ["--recovery", str(args.recovery)]
+    if getattr(args, "webhook", None):
+        argv += ["--webhook", args.webhook, "--webhook-attempts", str(args.webhook_attempts),
+                 "--webhook-backoff", repr(args.webhook_backoff), "--webhook-batch", str(args.webhook_batch)]
+    return argv
+
+
+def _die_with_parent() -> None:
+    """In a spawned process: get SIGKILL when the parent dies, so a killed run leaves no orphans (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _run_cluster(args: argparse.Namespace) -> dict[str, Any]:
+    """--processes N: start N processes of one Bytewax cluster on loopback, wait, then summarise.
+
+    This process initialises the recovery directory and the outputs once; the warehouse is
+    written by whichever process owns the writer's key, so it is read only after all exit.
+    """
+    import socket
+    import subprocess
+
+    n = args.processes
+    _, resuming = _recovery(args)
+    warehouse, triggers, dead = _prepare_outputs(args, resuming)
+    ports = []
+    holders = []
+    for _ in range(n):  # hold every port until all are chosen, so no two are the same
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        holders.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in holders:
+        sock.close()
+    addresses = ";".join(f"127.0.0.1:{p}" for p in ports)
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "leadstream.cli", *_child_argv(args, i, addresses)],
+                         stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+        for i in range(n)
+    ]
+
+    def forward(signum: int, _frame: Any) -> None:
+        print(f"\n{signal.Signals(signum).name}: asking {n} processes to finish what was read", file=sys.stderr)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failed: list[tuple[int, int]] = []
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
+            if failed:
+                # One process died: the cluster cannot go on. Stop the others by PID.
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                break
+            time.sleep(0.1)
+        for p in procs:
+            p.wait()
+        failed = failed or [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        print("leadstream run: cluster process " + ", ".join(f"{i} exited with {rc}" for i, rc in failed)
+              + (f"; run the same command again to resume from {args.recovery}" if args.recovery else ""),
+              file=sys.stderr)
+        raise SystemExit(1)
+    return summarize(warehouse, triggers, dead, time.monotonic() - started)
 
 
 def _stop_reading(signum: int, _frame: Any) -> None:
@@ -204,7 +419,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     """`leadstream run`."""
     config = load_config(args.config)
     summary = run_flow(config, args)
-    if not args.quiet:
+    pid = getattr(args, "process_id", None)
+    if pid not in (None, 0):
+        # One process of a multi-machine cluster: process 0 reports for all of them.
+        if not args.quiet:
+            print(f"process {pid} finished; process 0 prints the summary", file=sys.stderr)
+    elif not args.quiet:
         print_summary(summary)
     return 0
 
