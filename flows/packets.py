@@ -52,8 +52,8 @@ class Export:
     contacts: list[dict[str, Any]] = field(default_factory=list)
     merged: list[tuple[str, str, int]] = field(default_factory=list)  # (anonymous profile, into, at)
     identities: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    triggers: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, Event]] = field(default_factory=list)  # (contact_id, Event) as applied
+    triggers: list[Any] = field(default_factory=list)  # engine.triggers.Trigger
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     buffered: int = 0

@@ -56,16 +56,15 @@ class StageContext:
 class _Pending:
     """Rows a shard collected since its last cut."""
 
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-    triggers: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[str, Any]] = field(default_factory=list)  # (contact_id, Event)
+    triggers: list[Any] = field(default_factory=list)  # Trigger
     dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
     def absorb(self, out: ShardOutput) -> None:
-        for contact_id, e in out.applied:
-            self.events.append(rows.event_row(contact_id, e))
-        for t in out.triggers:
-            self.triggers.append(rows.trigger_row(t))
+        # The objects themselves: the warehouse writer builds Arrow columns from them.
+        self.events.extend(out.applied)
+        self.triggers.extend(out.triggers)
         for k, v in out.counts.items():
             self.counts[k] = self.counts.get(k, 0) + v
 
