@@ -44,7 +44,7 @@ class Settings:
     visit_timeout_ms: int = 30 * 60_000
     visit_events: tuple[str, ...] = ("page", "screen")
     allowed_lateness_ms: int = 5_000
-    shards: int = 64
+    shards: int = 16
     dedupe_window_ms: int = 24 * 3_600_000
 
 

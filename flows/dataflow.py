@@ -59,11 +59,13 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     # (identity shard key, ToIdentity)
     identity = op.stateful_batch("identity", packets, lambda resume: IdentityLogic(ctx, resume))
     # (identity shard key, tagged output: TO_CONTACTS | TRIGGER | DEAD_LETTER | EXPORT)
-    routed = op.filter_map("to_contacts", identity, lambda kv: (kv[1][1], kv[1][2]) if kv[1][0] == TO_CONTACTS else None)
+    split = op.branch("split_identity_outputs", identity, lambda kv: kv[1][0] == TO_CONTACTS)
+    # trues: packets for the contact stage; falses: trigger lines, dead letters, exports
+    routed = op.map("to_contacts", split.trues, lambda kv: (kv[1][1], kv[1][2]))
     # (contact shard key, ToContacts)
     contacts = op.stateful_batch("contacts", routed, lambda resume: ContactLogic(ctx, resume))
     # (contact shard key, tagged output: TRIGGER | EXPORT)
-    outputs = op.merge("shard_outputs", identity, contacts)
+    outputs = op.merge("shard_outputs", split.falses, contacts)
     # (shard key, tagged output) from both stages
 
     trigger_lines = op.filter_map("trigger_lines", outputs, lambda kv: kv[1][1] if kv[1][0] == TRIGGER else None)

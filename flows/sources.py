@@ -20,8 +20,10 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from .progress import PROGRESS
 
-MAX_BATCH_LINES = 2_000
-MAX_BATCH_BYTES = 1 << 20
+# Big batches: every batch fans out to every shard, and every shard's batch to every
+# shard of the next stage, so per-batch costs grow with the shard count squared.
+MAX_BATCH_LINES = 10_000
+MAX_BATCH_BYTES = 4 << 20
 POLL = timedelta(milliseconds=50)
 # How long a followed input must stay quiet before its watermark follows the wall clock.
 IDLE_AFTER_S = 0.2

@@ -190,7 +190,8 @@ class IdentityLogic(_ShardLogic):
                 text = "\n".join(orjson.dumps(rej.to_dict()).decode() for rej in packet.rejections)
                 emitted.append((DEAD_LETTER, ("dead_letters", text)))
                 pending.counts["dead_lettered"] = pending.counts.get("dead_lettered", 0) + len(packet.rejections)
-        self._run_retroactive(list(state.profiles.values()), state.watermark, out)
+        if self.retro:
+            self._run_retroactive(list(state.profiles.values()), state.watermark, out)
         self._flush(out, state.watermark, None, False, emitted)
         for target, is_cut, final in self._steps(self.clock.watermark(), self.clock.complete):
             out = ShardOutput()
@@ -264,7 +265,8 @@ class ContactLogic(_ShardLogic):
             if packet.records:
                 state.receive(engine, packet.records, out)
             self.clock.observe(packet.src, packet.watermark, packet.final)
-        self._run_retroactive(list(state.contacts.values()), state.watermark, out)
+        if self.retro:
+            self._run_retroactive(list(state.contacts.values()), state.watermark, out)
         self.pending.absorb(out)
         emitted.extend(_trigger_lines(out))
         for target, is_cut, final in self._steps(self.clock.watermark(), self.clock.complete):

@@ -1,0 +1,370 @@
+"""Targets and the LATEST.md / LATEST.json report of a harness run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTES = Path(__file__).resolve().parent / "notes.md"  # hand-written reading of the profile, included verbatim
+LATENESS_S = 5.0
+KB = 1024
+
+
+def _r(x: float | None) -> str:
+    """A rate, rounded the way the report shows it."""
+    if x is None:
+        return "-"
+    if x >= 100_000:
+        return f"{x / 1000:,.0f}k"
+    if x >= 10_000:
+        return f"{x / 1000:,.1f}k"
+    return f"{x:,.0f}"
+
+
+def _mb(b: float | None) -> str:
+    return "-" if not b else f"{b / 1024 / 1024:,.0f} MiB"
+
+
+def _ok(run: dict | None) -> bool:
+    return bool(run) and not run.get("error") and bool(run.get("events_per_s"))
+
+
+def one_line(step: str, out: Any) -> str:
+    if not isinstance(out, dict):
+        return str(out)
+    if out.get("error") and not out.get("events_per_s"):
+        return f"ERROR: {out['error']}"
+    if step == "latency":
+        return (f"p50 {out.get('p50_s') or 0:.2f} s, p99 {out.get('p99_s') or 0:.2f} s at "
+                f"{out.get('rate_achieved', 0):,.0f} events/s ({out.get('triggers_matched')} triggers)")
+    bits = [f"{_r(out.get('events_per_s'))} events/s"]
+    if out.get("lines_read"):
+        bits.append(f"{out['lines_read']:,} lines in {out.get('elapsed_s', 0):.1f} s")
+    if out.get("contacts"):
+        bits.append(f"{out['contacts']:,} contacts")
+    if out.get("peak_rss_used_bytes"):
+        bits.append(f"peak RSS {_mb(out['peak_rss_used_bytes'])}")
+    if out.get("truncated_by_budget"):
+        bits.append("STOPPED BY THE BUDGET")
+    if out.get("agreement"):
+        a = out["agreement"]
+        bits.append(f"same score for {a['same_score']:,} of leadstream's {a['leadstream_contacts']:,} contacts, "
+                    f"{a['only_peer']:,} peer-only contacts")
+    return ", ".join(bits)
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+def targets(R: dict[str, Any]) -> list[dict[str, Any]]:
+    runs = R["runs"]
+    std = runs.get("standard")
+    rate = std["events_per_s"] if _ok(std) else None
+    T: list[dict[str, Any]] = []
+
+    def add(name: str, measured: str, ok: bool | None, note: str = "", partial: bool = False) -> None:
+        status = "not measured" if ok is None else ("pass" if ok else "MISS")
+        if partial and ok is not None:
+            status += " (partial run)"
+        T.append({"target": name, "measured": measured, "status": status, "note": note})
+
+    add("standard, 1 process: >= 200k events/s", f"{_r(rate)} events/s" if rate else "-",
+        None if rate is None else rate >= 200_000)
+    parse = runs.get("parse")
+    if rate and _ok(parse):
+        share = rate / parse["events_per_s"]
+        add("standard, 1 process: >= 20% of the parse limit", f"{100 * share:.1f}% of {_r(parse['events_per_s'])}/s",
+            share >= 0.20)
+    else:
+        add("standard, 1 process: >= 20% of the parse limit", "-", None)
+    two = runs.get("standard_2p")
+    if rate and _ok(two):
+        ref = two.get("reference_1p_events_per_s") or rate
+        x = two["events_per_s"] / ref
+        add("2 processes: >= 1.4x 1 process", f"{x:.2f}x ({_r(two['events_per_s'])} vs {_r(ref)} events/s)", x >= 1.4,
+            f"stopped by the time budget; compared with the {two.get('reference_note')}"
+            if two.get("reference_1p_events_per_s") else "", bool(two.get("truncated_by_budget")))
+    else:
+        add("2 processes: >= 1.4x 1 process", "-", None,
+            R["skipped"].get("standard_2p") or str((two or {}).get("error", "")))
+    pw = runs.get("pathway")
+    if rate and _ok(pw):
+        x = rate / pw["events_per_s"]
+        add(">= 3x Pathway's throughput", f"{x:.2f}x (Pathway {_r(pw['events_per_s'])} events/s, 1 thread)", x >= 3)
+    else:
+        add(">= 3x Pathway's throughput", "-", None, (pw or {}).get("error", R["skipped"].get("pathway", "")))
+    dk = runs.get("duckdb")
+    if rate and _ok(dk):
+        x = dk["events_per_s"] / rate
+        add("within 6x of DuckDB's batch recompute", f"DuckDB is {x:.1f}x faster ({_r(dk['events_per_s'])} events/s)",
+            x <= 6)
+    else:
+        add("within 6x of DuckDB's batch recompute", "-", None, (dk or {}).get("error", ""))
+    sc = runs.get("scale")
+    if rate and _ok(sc):
+        x = sc["events_per_s"] / rate
+        note = "stopped by the time budget: figures cover the part it read" if sc.get("truncated_by_budget") else ""
+        part = bool(sc.get("truncated_by_budget"))
+        if part:
+            note = (f"stopped by the time budget after {sc.get('lines_read') or 0:,} of "
+                    f"{(R['workloads'].get('scale') or {}).get('stats', {}).get('lines', 0):,} lines: "
+                    "figures cover the part it read")
+        add("scale: throughput within 20% of standard", f"{100 * x:.0f}% of standard ({_r(sc['events_per_s'])} events/s)",
+            x >= 0.8, note, part)
+        bpc = sc.get("rss_bytes_per_contact")
+        marg = sc.get("marginal_rss_bytes_per_contact")
+        judged = marg if marg is not None else bpc
+        add("scale: <= 1.5 KB of RSS per contact",
+            (f"{marg / KB:.2f} KB above the {_mb(sc.get('baseline_rss_bytes'))} baseline; " if marg is not None else "")
+            + (f"{bpc / KB:.2f} KB all-in ({sc.get('contacts', 0):,} contacts, peak {_mb(sc.get('peak_rss_used_bytes'))})"
+               if bpc else "-"),
+            None if judged is None else judged <= 1.5 * KB,
+            "; ".join(x for x in (note, "judged on the RSS above a 1,000-line run's peak" if marg is not None else "") if x),
+            part)
+    else:
+        why = (sc or {}).get("error", R["skipped"].get("scale", ""))
+        add("scale: throughput within 20% of standard", "-", None, why)
+        add("scale: <= 1.5 KB of RSS per contact", "-", None, why)
+    lat = runs.get("latency")
+    if lat and lat.get("p99_s") is not None:
+        add(f"latency p99 <= allowed lateness + 0.5 s ({LATENESS_S + 0.5:.1f} s)",
+            f"p99 {lat['p99_s']:.2f} s (p50 {lat['p50_s']:.2f} s)", lat["p99_s"] <= LATENESS_S + 0.5)
+    else:
+        add(f"latency p99 <= allowed lateness + 0.5 s ({LATENESS_S + 0.5:.1f} s)", "-", None,
+            (lat or {}).get("error", R["skipped"].get("latency", "")))
+    return T
+
+
+def targets_text(T: list[dict[str, Any]]) -> str:
+    width = max(len(t["target"]) for t in T)
+    lines = ["targets:"]
+    for t in T:
+        lines.append(f"  [{t['status']:^12}] {t['target']:<{width}}  {t['measured']}" + (f"  ({t['note']})" if t["note"] else ""))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- the files
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe, and free of this machine's absolute paths."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items() if k != "work_dir"}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, Path):
+        x = str(x)
+    if isinstance(x, str):
+        return x.replace(str(ROOT) + "/", "").replace(str(ROOT), ".")
+    if isinstance(x, float):
+        return round(x, 4)
+    return x
+
+
+def _publish_stats(run: dict | None) -> dict[str, Any] | None:
+    if not run or not run.get("publishes"):
+        return None
+    secs = [p["seconds"] for p in run["publishes"]]
+    return {"count": len(secs), "mean_s": sum(secs) / len(secs), "max_s": max(secs), "last_s": secs[-1],
+            "share_of_run": sum(secs) / run["elapsed_s"] if run.get("elapsed_s") else None,
+            "contacts_at_last": run["publishes"][-1].get("contacts")}
+
+
+def write(R: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for run in R["runs"].values():
+        if isinstance(run, dict) and run.get("publishes"):
+            run["publish_summary"] = _publish_stats(run)
+    (out_dir / "LATEST.json").write_text(json.dumps(_clean(R), indent=1, default=str) + "\n")
+    (out_dir / "LATEST.md").write_text(markdown(R))
+
+
+def markdown(R: dict[str, Any]) -> str:
+    runs, m = R["runs"], R["machine"]
+    std = runs.get("standard") or {}
+    parse = runs.get("parse") or {}
+    plimit = parse.get("events_per_s")
+    rate = std.get("events_per_s")
+    L: list[str] = []
+    git = m.get("git", {})
+    L += ["# Benchmark results (latest run)", "",
+          f"`make bench` (`python -m benchmarks.run`{' --quick' if R['mode'] == 'quick' else ''}), "
+          f"{m['date_utc']} UTC, commit {git.get('commit', '?')}"
+          + (f" plus {git['uncommitted_changes']} uncommitted changed files" if git.get("uncommitted_changes") else "")
+          + f". Harness runtime **{R['total_s']:.0f} s** (budget {R['budget_s']:.0f} s).", "",
+          f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}, Python {m['python']}; "
+          + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".", ""]
+
+    for step, why in (R.get("patched") or {}).items():
+        L += [f"Note: `{step}` was {why}.", ""]
+    L += ["## Targets", "", "| target | measured | status | note |", "|---|---|---|---|"]
+    for t in R["targets"]:
+        L.append(f"| {t['target']} | {t['measured']} | **{t['status']}** | {t['note']} |")
+    L.append("")
+
+    L += ["## Throughput on the `standard` workload (same file, same run)", "",
+          "| what | events/s | vs parse limit | note |", "|---|---|---|---|"]
+
+    def row(what: str, r: float | None, note: str = "") -> None:
+        share = f"{100 * r / plimit:.1f}%" if r and plimit else "-"
+        L.append(f"| {what} | {_r(r)} | {share} | {note} |")
+
+    if parse:
+        row("parse limit: read + `orjson.loads` per line (1 process)", plimit,
+            f"reading lines alone: {_r(parse.get('read_only_lines_per_s'))}/s")
+    for key, what, note in (
+        ("null", "Bytewax null flow: read, parse, discard", "flows.sources.LineSource batches, `op.map`"),
+        ("null_keyed", "Bytewax null flow + 64 shard keys", "parse, group by shard, `stateful_batch` that only counts"),
+    ):
+        if key in runs:
+            row(what, runs[key].get("events_per_s"), runs[key].get("error", note) if not _ok(runs[key]) else note)
+    if std:
+        row("**`leadstream run`, 1 process**", rate, std.get("error", "") or
+            f"{std.get('lines_read', 0):,} lines in {std.get('elapsed_s', 0):.1f} s, {std.get('triggers', 0):,} triggers; "
+            f"CPU {std.get('cpu_user_s', 0) + std.get('cpu_sys_s', 0):.0f} s; other processes used "
+            f"{100 * (std.get('other_cpu_share_of_a_core') or 0):.0f}% of a core meanwhile")
+    two = runs.get("standard_2p")
+    if two:
+        ref = two.get("reference_1p_events_per_s") or rate
+        row("**`leadstream run --processes 2`**", two.get("events_per_s"),
+            (two.get("error") or (f"{two['events_per_s'] / ref:.2f}x 1 process" if ref and two.get("events_per_s") else ""))
+            + (f"; stopped by the budget after {two.get('lines_read') or 0:,} lines, compared with the "
+               f"{two.get('reference_note')} ({_r(ref)}/s)" if two.get("reference_1p_events_per_s") else ""))
+    elif "standard_2p" in R["skipped"]:
+        row("`leadstream run --processes 2`", None, R["skipped"]["standard_2p"])
+    dk = runs.get("duckdb")
+    if dk:
+        if _ok(dk):
+            row("DuckDB peer: `read_json` + one SQL batch", dk["events_per_s"],
+                f"{dk['threads']} threads; load {dk['load_s']:.1f} s + compute {dk['compute_s']:.1f} s")
+            row("DuckDB peer: the SQL over already-loaded rows", dk["compute_only_events_per_s"], "compute only")
+        else:
+            row("DuckDB peer", None, dk.get("error", ""))
+    pw = runs.get("pathway")
+    if pw:
+        if _ok(pw):
+            row("Pathway peer, 1 thread (start to finish)", pw["events_per_s"],
+                f"Pathway {pw.get('version')}: import {pw['import_s']:.1f} s, run {pw['run_s']:.1f} s; static-mode jsonlines input")
+            row("Pathway peer, 1 thread (`pw.run` only)", pw["run_only_events_per_s"], "")
+        else:
+            row("Pathway peer", None, pw.get("error", ""))
+    elif "pathway" in R["skipped"]:
+        row("Pathway peer", None, R["skipped"]["pathway"])
+    L.append("")
+
+    agree = [(k, runs[k]["agreement"]) for k in ("duckdb", "pathway") if _ok(runs.get(k)) and runs[k].get("agreement")]
+    if agree:
+        L += ["Peers compute identity stitching plus the `default` score (semantics in `benchmarks/peers/__init__.py`); "
+              "their per-contact scores compared with leadstream's `contact_scores` from the 1-process run:", "",
+              "| peer | leadstream contacts | with the same `default` score | missing in the peer | peer-only contacts |",
+              "|---|---|---|---|---|"]
+        for k, a in agree:
+            share = a["same_score"] / a["leadstream_contacts"] if a["leadstream_contacts"] else 0
+            L.append(f"| {k} | {a['leadstream_contacts']:,} | {a['same_score']:,} ({100 * share:.2f}%) | "
+                     f"{a['only_leadstream']:,} | {a['only_peer']:,} |")
+        L += ["", "Peer-only contacts come from malformed lines a peer accepts and leadstream dead-letters "
+              "(the Pathway peer cannot check that `properties` is an object or that a line is under 32 KB).", ""]
+
+    L += ["## Workloads", "",
+          "| workload | what | lines read | contacts | triggers | events/s | vs standard | peak RSS | RSS per contact (all-in / above baseline) | note |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, w in R["workloads"].items():
+        r = runs.get(name)
+        if not r:
+            L.append(f"| {name} | {w['what']} | - | - | - | - | - | - | - | {R['skipped'].get(name, 'not run')} |")
+            continue
+        note = []
+        if r.get("truncated_by_budget"):
+            note.append(f"stopped by the time budget after {r.get('elapsed_s', 0):.0f} s")
+        if r.get("late"):
+            note.append(f"{r['late']:,} late")
+        if (r.get("other_cpu_share_of_a_core") or 0) > 0.15:
+            note.append(f"other processes used {100 * r['other_cpu_share_of_a_core']:.0f}% of a core meanwhile")
+        if r.get("error") and not _ok(r):
+            note.append(str(r["error"])[:200])
+        vs = f"{100 * r['events_per_s'] / rate:.0f}%" if rate and _ok(r) else "-"
+        bpc = r.get("rss_bytes_per_contact")
+        marg = r.get("marginal_rss_bytes_per_contact")
+        per = "-" if not bpc else f"{bpc / KB:.2f} KB" + (f" / {marg / KB:.2f} KB" if marg is not None else "")
+        L.append(f"| {name} | {w['what']} | {r.get('lines_read') or 0:,} | {r.get('contacts') or 0:,} | "
+                 f"{r.get('triggers') or 0:,} | {_r(r.get('events_per_s'))} | {vs} | {_mb(r.get('peak_rss_used_bytes'))} | "
+                 f"{per} | {'; '.join(note)} |")
+    L += ["", "Peak RSS is the process's high-water mark (VmHWM, and the sampled sum over the process tree for "
+          "2 processes). RSS per contact: all-in divides that peak by the contacts in the final snapshot (interpreter, "
+          "Bytewax, DuckDB and pyarrow included); above baseline first subtracts the peak of a 1,000-line run "
+          f"({_mb((runs.get('baseline') or {}).get('peak_rss_used_bytes'))}), which is what grows with contacts.", ""]
+    gen = [(n, w["generate_s"]) for n, w in R["workloads"].items() if not w.get("cached")]
+    L += [("Generated in this run: " + ", ".join(f"{n} ({s:.0f} s)" for n, s in gen) + ". ") if gen else "",
+          "Cached workloads (`benchmarks/data/`) are reused only when their generator options match exactly.", ""]
+
+    L += ["## Snapshot publication", ""]
+    pubs = [(k, _publish_stats(runs.get(k))) for k in ("standard", "scale") if _publish_stats(runs.get(k))]
+    if pubs:
+        L += ["| run | snapshots | publish time mean | max | last (final) | share of the run | contacts in the last |",
+              "|---|---|---|---|---|---|---|"]
+        for k, p in pubs:
+            L.append(f"| {k} | {p['count']} | {p['mean_s']:.2f} s | {p['max_s']:.2f} s | {p['last_s']:.2f} s | "
+                     f"{100 * (p['share_of_run'] or 0):.1f}% | {p['contacts_at_last'] or 0:,} |")
+        L += ["", "Publish time: the warehouse writer's `publish` (compact parts, build a fresh DuckDB file, atomic rename), "
+              "timed around the call; it runs on the flow's worker thread, so it stalls the flow meanwhile. "
+              "`snapshots` table rows are in each run's warehouse.", ""]
+    else:
+        L += ["not measured", ""]
+
+    lat = runs.get("latency")
+    L += ["## End-to-end latency (`--follow`)", ""]
+    if lat and lat.get("p99_s") is not None:
+        L += [f"Events of `standard`, re-stamped with the wall clock, appended to a followed file at "
+              f"{lat['rate_achieved']:,.0f} events/s (half the 1-process throughput) for {lat['duration_s']:.0f} s; "
+              f"time from append+flush to the trigger line being readable in the triggers file, over "
+              f"{lat['triggers_matched']:,} triggers:", "",
+              "| p50 | p90 | p99 | max | min |", "|---|---|---|---|---|",
+              f"| {lat['p50_s']:.2f} s | {lat['p90_s']:.2f} s | {lat['p99_s']:.2f} s | {lat['max_s']:.2f} s | {lat['min_s']:.2f} s |",
+              "", (f"Triggers fired later by workflow timers ({lat['timer_triggers']:,}, e.g. the 30 s overlay) are left out "
+                   f"above; measured from their due time they took p50 {lat['timer_p50_s']:.2f} s, p99 {lat['timer_p99_s']:.2f} s."
+                   if lat.get("timer_triggers") else ""),
+              "", (f"Meanwhile other processes (this harness's appender and watcher included) used "
+                   f"{100 * lat['other_cpu_share_of_a_core']:.0f}% of a core. " if lat.get("other_cpu_share_of_a_core") is not None else "")
+              + f"The allowed lateness ({LATENESS_S:.0f} s) is the floor by design: an event waits until the watermark "
+              "(newest event time minus the lateness) passes it.", ""]
+    else:
+        L += [f"not measured: {(lat or {}).get('error') or R['skipped'].get('latency', 'not run')}", ""]
+
+    L += ["## Where the time goes", ""]
+    prof = std.get("profile")
+    if prof and prof.get("samples"):
+        L += [f"py-spy sampled the 1-process `standard` run above ({prof['samples']:,} samples at {prof['rate_hz']} Hz, "
+              "`--nonblocking`, so the run is not paused). % of samples:", "",
+              "**Self time by function** (where the CPU actually is):", "", "| % | function (file) |", "|---|---|"]
+        L += [f"| {p} | `{f}` |" for f, p in prof["self"]]
+        L += ["", "**Self time by file:**", "", "| % | file |", "|---|---|"]
+        L += [f"| {p} | `{f}` |" for f, p in prof["self_by_file"][:12]]
+        L += ["", "**Inclusive time** (function and everything it calls; frames on every stack left out):", "",
+              "| % | function (file) |", "|---|---|"]
+        L += [f"| {p} | `{f}` |" for f, p in prof["inclusive"]]
+        L.append("")
+    else:
+        L += ["no profile this run", ""]
+    if NOTES.exists():
+        L += [NOTES.read_text().strip(), ""]
+
+    if R["skipped"]:
+        L += ["## Not run this time", ""] + [f"- {k}: {v}" for k, v in R["skipped"].items()] + [""]
+    L += ["## Reproduce", "", "```sh", "make bench                         # everything, within the 15-minute budget",
+          ".venv/bin/python -m benchmarks.run --quick   # small sizes, a few minutes",
+          ".venv/bin/python -m benchmarks.run --only standard,duckdb --budget 1800",
+          "```", "", "Workloads are cached in `benchmarks/data/` (git-ignored), the Pathway peer's venv in "
+          "`benchmarks/.venv-pathway/`, each run's outputs in `benchmarks/scratch/`.", ""]
+    return "\n".join(L)
+
+
+if __name__ == "__main__":  # re-render LATEST.md from LATEST.json (e.g. after editing notes.md)
+    import sys
+
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results"
+    data = json.loads((folder / "LATEST.json").read_text())
+    data["targets"] = targets(data)
+    write(data, folder)
+    print(f"re-rendered {folder / 'LATEST.md'}")

@@ -1,0 +1,98 @@
+"""Run `leadstream ARGS...` in this process and record what the harness needs.
+
+    python -m benchmarks.runner STATS.json [--pyinstrument OUT.txt] -- run --config ... --input ...
+
+Records the wall time of the command itself (without interpreter start-up), the
+process's peak RSS (ru_maxrss), and the duration of every warehouse publication: the
+writer already computes it (`publish_seconds` in its snapshot summary), so this wraps
+`WarehouseLogic.publish` to keep the figures. Nothing in engine/ or flows/ changes.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+
+def peak_rss_kb() -> int:
+    """This process's RSS high-water mark.
+
+    VmHWM, not ru_maxrss: on Linux ru_maxrss survives fork+exec, so a child started by a
+    big parent would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def main(argv: list[str]) -> int:
+    sep = argv.index("--")
+    own, ls_args = argv[:sep], argv[sep + 1:]
+    stats_path = own[0]
+    profile_out = own[own.index("--pyinstrument") + 1] if "--pyinstrument" in own else None
+    publishes: list[dict] = []
+    t0 = [time.perf_counter()]
+    try:
+        from flows import warehouse
+
+        original = warehouse.WarehouseLogic.publish
+
+        def timed_publish(self, *a, **kw):
+            started = time.perf_counter()
+            summary = original(self, *a, **kw)
+            took = time.perf_counter() - started
+            publishes.append({"at_s": round(time.perf_counter() - t0[0], 3), "seconds": round(took, 4), "writer_seconds": (summary or {}).get("publish_seconds"),
+                              "snapshot_id": (summary or {}).get("snapshot_id"),
+                              "lines_read": (summary or {}).get("lines_read"),
+                              "contacts": (summary or {}).get("contacts")})
+            return summary
+
+        warehouse.WarehouseLogic.publish = timed_publish
+        patched = True
+    except Exception as ex:  # the writer was refactored: run without publish timings
+        patched = f"not patched: {ex!r}"
+
+    from leadstream.cli import main as cli_main
+
+    profiler = None
+    if profile_out:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.002)
+        profiler.start()
+    started = t0[0] = time.perf_counter()
+    code = 1
+    error = None
+    try:
+        code = cli_main(ls_args)
+    except SystemExit as ex:
+        code = ex.code if isinstance(ex.code, int) else 1
+    except BaseException as ex:  # report, never hide
+        error = repr(ex)
+        code = 1
+    elapsed = time.perf_counter() - started
+    if profiler is not None:
+        profiler.stop()
+        with open(profile_out, "w") as fh:
+            fh.write(profiler.output_text(unicode=False, color=False, show_all=False))
+        with open(profile_out + ".json", "w") as fh:
+            from pyinstrument.renderers import JSONRenderer
+
+            fh.write(profiler.output(JSONRenderer()))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open(stats_path, "w") as fh:
+        json.dump({"exit_code": code, "error": error, "elapsed_s": elapsed, "ru_maxrss_kb": peak_rss_kb(),
+                   "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
+                   "publish_patched": patched, "publishes": publishes}, fh)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
