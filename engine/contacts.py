@@ -8,7 +8,7 @@ from .contact import ContactState
 from .engine import Engine
 from .ordering import ReorderBuffer
 from .routing import MERGE, Routed, ShardOutput
-from .timers import TimerQueue
+from .timers import TimerQueue, advance_in_time
 
 
 class ContactShard:
@@ -40,27 +40,11 @@ class ContactShard:
         Records go in (time, messageId, merge-first) order; at equal times records go
         before timers, as in the identity stage.
         """
-        buffer, timers = self.buffer, self.timers
-        buffer.advance_to(watermark)
-        limit = buffer.watermark
-        while True:
-            ev, due = buffer.oldest(), timers.next_due()
-            if ev is not None and ev <= limit and (due is None or ev <= due):
-                self._apply(engine, buffer.pop_ready(), out)
-            elif due is not None and due <= limit:
-                due, cid, key = timers.pop()
-                contact = self.contacts.get(cid)
-                if contact is None:
-                    continue
-                actual = contact.timers.get(key)
-                if actual is not None and actual > due:
-                    timers.sync(cid, {key: actual})  # it moved later since it was queued
-                elif actual == due:
-                    out.triggers.extend(engine.on_timer(contact, key, due))
-                    timers.sync(cid, contact.timers)
-                    self.changed.add(cid)
-            else:
-                break
+        def fire(contact: ContactState, key: str, due: int) -> None:
+            out.triggers.extend(engine.on_timer(contact, key, due))
+            self.changed.add(contact.contact_id)
+
+        advance_in_time(self.buffer, self.timers, watermark, self.contacts, lambda r: self._apply(engine, r, out), fire)
 
     def _apply(self, engine: Engine, r: Routed, out: ShardOutput) -> None:
         contact = self.contacts.get(r.contact_id)

@@ -16,7 +16,7 @@ from .engine import Engine
 from .events import Event
 from .ordering import ReorderBuffer
 from .routing import EVENT, MERGE, Routed, ShardOutput
-from .timers import TimerQueue
+from .timers import TimerQueue, advance_in_time
 
 
 class IdentityShard:
@@ -56,28 +56,13 @@ class IdentityShard:
         At equal times events go first: a deadline has not passed while events of
         its very instant are still arriving.
         """
-        buffer, timers = self.buffer, self.timers
-        buffer.advance_to(watermark)
-        limit = buffer.watermark
-        while True:
-            ev, due = buffer.oldest(), timers.next_due()
-            if ev is not None and ev <= limit and (due is None or ev <= due):
-                self._apply(engine, buffer.pop_ready(), out, late=False)
-            elif due is not None and due <= limit:
-                due, device, key = timers.pop()
-                profile = self.profiles.get(device)
-                if profile is None:
-                    continue
-                actual = profile.timers.get(key)
-                if actual is not None and actual > due:
-                    timers.sync(device, {key: actual})  # it moved later since it was queued
-                elif actual == due:
-                    out.triggers.extend(engine.on_timer(profile, key, due))
-                    timers.sync(device, profile.timers)
-                    self.changed_profiles.add(device)
-            else:
-                break
-        self.dedupe.expire(buffer.watermark)
+        def fire(profile: ContactState, key: str, due: int) -> None:
+            out.triggers.extend(engine.on_timer(profile, key, due))
+            self.changed_profiles.add(profile.contact_id)
+
+        advance_in_time(self.buffer, self.timers, watermark, self.profiles,
+                        lambda e: self._apply(engine, e, out, late=False), fire)
+        self.dedupe.expire(self.buffer.watermark)
 
     # ------------------------------------------------------------ one event
 

@@ -46,15 +46,6 @@ class ReorderBuffer:
         self._seq += 1
         heappush(self._heap, (ts, message_id, rank, self._seq, item))
 
-    def release(self, watermark: int) -> list[Any]:
-        """Advance to ``watermark`` (never backwards) and return the items it passed, in order."""
-        if watermark > self.watermark:
-            self.watermark = watermark
-        heap, out = self._heap, []
-        while heap and heap[0][0] <= self.watermark:
-            out.append(heappop(heap)[4])
-        return out
-
     def advance_to(self, watermark: int) -> None:
         """Move the watermark (never backwards); items up to it may then be popped one by one."""
         if watermark > self.watermark:

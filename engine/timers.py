@@ -10,7 +10,7 @@ wake-up instead of one per event. Cancelled timers are skipped when they surface
 from __future__ import annotations
 
 from heapq import heapify, heappop, heappush
-from typing import Any
+from typing import Any, Callable
 
 
 class TimerQueue:
@@ -57,3 +57,38 @@ class TimerQueue:
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self._heap, self._known = state
+
+
+def advance_in_time(
+    buffer: Any,
+    timers: TimerQueue,
+    watermark: int,
+    contacts: dict[str, Any],
+    apply_item: Callable[[Any], None],
+    fire: Callable[[Any, str, int], None],
+) -> None:
+    """Apply buffered items and fire timers up to the watermark, in event-time order.
+
+    Both stages advance this way. At equal times items go first: a deadline has not
+    passed while events of its very instant are still arriving. ``fire(contact, key,
+    due)`` runs for timers still due as queued; one that moved later is queued again.
+    """
+    buffer.advance_to(watermark)
+    limit = buffer.watermark
+    while True:
+        ev, due = buffer.oldest(), timers.next_due()
+        if ev is not None and ev <= limit and (due is None or ev <= due):
+            apply_item(buffer.pop_ready())
+        elif due is not None and due <= limit:
+            due, cid, key = timers.pop()
+            contact = contacts.get(cid)
+            if contact is None:
+                continue  # merged away or never kept: its timers went with it
+            actual = contact.timers.get(key)
+            if actual is not None and actual > due:
+                timers.sync(cid, {key: actual})  # it moved later since it was queued
+            elif actual == due:
+                fire(contact, key, due)
+                timers.sync(cid, contact.timers)
+        else:
+            break
