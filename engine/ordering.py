@@ -9,7 +9,6 @@ from heapq import heappop, heappush
 from typing import Any
 
 NEVER = -(2**62)  # the watermark before anything was seen
-FOREVER = 2**62  # the watermark at the end of finite input: release everything
 
 
 def watermark_for(max_event_ms: int, allowed_lateness_ms: int) -> int:
