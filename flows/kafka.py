@@ -89,6 +89,11 @@ def list_kafka_parts(addr: KafkaAddress, config: dict[str, str] | None = None, t
     return [f"{addr.topic}:{i}" for i in sorted(topic.partitions)]
 
 
+# After this long without messages a followed partition counts as idle even if the broker's
+# watermarks say it has more (see _caught_up).
+QUIET_FALLBACK_S = 2.0
+
+
 class _KafkaLinePartition(StatefulSourcePartition[SourceBatch, Any]):
     """One Kafka partition, read by Bytewax's partition, handed out as ``SourceBatch`` items."""
 
@@ -121,7 +126,9 @@ class _KafkaLinePartition(StatefulSourcePartition[SourceBatch, Any]):
         if not msgs:
             self.was_empty = True
             idle = time.monotonic() - self.last_data
-            if self.follow and idle >= IDLE_AFTER_S and self._caught_up():
+            # Caught up: idle at once. Otherwise only after a longer quiet spell, so a broker
+            # whose reported watermarks are off cannot hold the watermark (and timers) forever.
+            if self.follow and idle >= IDLE_AFTER_S and (idle >= QUIET_FALLBACK_S or self._caught_up()):
                 return [self._marker(idle_ms=int(idle * 1000))]
             return []
         self.was_empty = False
