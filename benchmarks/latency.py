@@ -12,7 +12,6 @@ allowed lateness (5 s) before it is applied, so about 5 s is the floor by design
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -11,7 +11,6 @@ keyed: read -> parse -> group each batch by stable_hash(device id) % SHARDS ->
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 

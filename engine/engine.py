@@ -150,15 +150,6 @@ class Engine:
         self._schedule(target, now)
         return triggers
 
-    def evaluate(self, contact: ContactState, now: int, occurrence: str) -> list[Trigger]:
-        """Re-derive a contact's state at ``now`` without an event."""
-        triggers: list[Trigger] = []
-        self._settle(contact, now, set())
-        self._derive(contact, now, occurrence, EVERYTHING, None, triggers)
-        self._workflows_after(contact, now, None, occurrence, triggers)
-        self._schedule(contact, now)
-        return triggers
-
     def on_timer(self, contact: ContactState, key: str, due: int) -> list[Trigger]:
         """Fire a contact's timer at its due time (event time); return the triggers.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from .contact import ContactState
 from .events import Event
@@ -37,15 +36,3 @@ class ShardOutput:
     def count(self, name: str, n: int = 1) -> None:
         """Add to a named counter (accepted, duplicates, late, merges, relinks)."""
         self.counts[name] = self.counts.get(name, 0) + n
-
-    def extend(self, other: ShardOutput) -> None:
-        """Append another output to this one."""
-        self.routed.extend(other.routed)
-        self.triggers.extend(other.triggers)
-        self.applied.extend(other.applied)
-        for k, v in other.counts.items():
-            self.count(k, v)
-
-    def summary(self) -> dict[str, Any]:
-        """Counts only, for logs."""
-        return dict(self.counts)

@@ -81,8 +81,3 @@ def parse_duration_ms(text: str) -> int:
     if not m:
         raise ValueError(f"expected a duration like '90s', '30m', '1h', '7d' or '2w', got {text!r}")
     return int(float(m.group(1)) * _UNIT_MS[m.group(2)])
-
-
-def day_of(ms: int) -> int:
-    """Return the UTC day number (days since the epoch) of an instant."""
-    return ms // 86_400_000

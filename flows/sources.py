@@ -216,11 +216,3 @@ class LineSource(FixedPartitionedSource[SourceBatch, Any]):
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _LinePartition:
         """Open a partition, resuming at its snapshot position."""
         return _LinePartition(for_part, self.follow, resume_state)
-
-
-def read_all_lines(path: str) -> list[bytes]:
-    """Read a (possibly gzip'd) JSONL file into lines; used by tests and the benchmarks."""
-    with _open(Path(path)) as fh:
-        data = fh.read()
-    return data.splitlines()
-
