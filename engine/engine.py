@@ -517,34 +517,30 @@ class Engine:
 
     def _enter(self, c: ContactState, wf: Workflow, now: int, event: Event | None, occ: str,
                out: list[Trigger]) -> None:
-        active = [r for r in c.runs.values() if r.workflow == wf.name]
+        single = wf.entry != "every_time"
+        key = run_key(wf.name, occ, single)
+        active = c.runs.get(key) if single else None
         if wf.entry == "once" and wf.name in c.wf_entries:
             return
-        if wf.entry == "if_not_active" and active:
+        if wf.entry == "if_not_active" and active is not None:
             return
-        if wf.entry == "restart":
+        if wf.entry == "restart" and active is not None:
             first = wf.program[0] if wf.program else None
-            if len(active) == 1 and active[0].pc == 0 and first is not None and first.kind == WAIT:
+            if active.pc == 0 and first is not None and first.kind == WAIT:
                 # The common case (every activity restarts a quiet-period wait): move the
-                # one waiting run instead of ending it and starting another.
-                run = active[0]
-                del c.runs[run.key]
-                c.timers.pop(run.key, None)
-                run.run_id, run.entered_at, run.since = occ, now, now
-                run.key = run_key(wf.name, occ)
-                run.vars = capture(wf.placeholders, c, event, now) if event else {}
-                run.due = now + first.duration_ms
-                c.runs[run.key] = run
-                c.timers[run.key] = run.due
+                # waiting run and its timer instead of ending it and starting another.
+                active.run_id, active.entered_at, active.since = occ, now, now
+                active.vars = capture(wf.placeholders, c, event, now) if event else {}
+                active.due = now + first.duration_ms
+                c.timers[key] = active.due
                 n, _ = c.wf_entries.get(wf.name, (0, now))
                 c.wf_entries[wf.name] = (n + 1, now)
                 return
-            for r in active:
-                self._end_run(c, r)
-        run = Run(wf.name, occ, 0, now, now, None, capture(wf.placeholders, c, event, now) if event else {})
-        if run.key in c.runs:
+            self._end_run(c, active)
+        if key in c.runs:
             return
-        c.runs[run.key] = run
+        run = c.runs[key] = Run(wf.name, occ, 0, now, now, None,
+                                capture(wf.placeholders, c, event, now) if event else {}, key)
         n, _ = c.wf_entries.get(wf.name, (0, now))
         c.wf_entries[wf.name] = (n + 1, now)
         self._execute(c, wf, run, now, event, out)

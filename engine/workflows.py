@@ -79,13 +79,16 @@ class Run:
     vars: dict[str, Any] = field(default_factory=dict)
     key: str = ""  # the run's key among a contact's runs, also its timer's name (see run_key)
 
-    def __post_init__(self) -> None:
-        self.key = run_key(self.workflow, self.run_id)
 
+def run_key(workflow: str, run_id: str, single: bool) -> str:
+    """The key of a workflow run: a contact's runs and timers are named by it.
 
-def run_key(workflow: str, run_id: str) -> str:
-    """The key of a workflow run: a contact's runs and timers are named by it."""
-    return f"wf:{workflow}:{run_id}"
+    A workflow that holds at most one run per contact (every entry policy but
+    ``every_time``) keys it by the workflow alone. A restarted wait then moves the
+    same timer later, which the shard's timer queue absorbs without a heap push,
+    instead of leaving a stale entry behind on every event.
+    """
+    return f"wf:{workflow}" if single else f"wf:{workflow}:{run_id}"
 
 
 def fill(value: Any, variables: dict[str, Any]) -> Any:
