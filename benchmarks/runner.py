@@ -5,7 +5,8 @@
 Records the wall time of the command itself (without interpreter start-up), the
 process's peak RSS (ru_maxrss), and the duration of every warehouse publication: the
 writer already computes it (`publish_seconds` in its snapshot summary), so this wraps
-`WarehouseLogic.publish` to keep the figures. Nothing in engine/ or flows/ changes.
+`WarehouseLogic._collect`, which hands those summaries back to the worker, to keep the
+figures and how long the worker waited for them. Nothing in engine/ or flows/ changes.
 """
 
 from __future__ import annotations
@@ -42,19 +43,24 @@ def main(argv: list[str]) -> int:
     try:
         from flows import warehouse
 
-        original = warehouse.WarehouseLogic.publish
+        original = warehouse.WarehouseLogic._collect
 
-        def timed_publish(self, *a, **kw):
+        def timed_collect(self, wait):
+            # Snapshots are built on a background thread; the worker only waits for one
+            # at the end of input. Record each build's time and how long the worker waited.
             started = time.perf_counter()
-            summary = original(self, *a, **kw)
-            took = time.perf_counter() - started
-            publishes.append({"at_s": round(time.perf_counter() - t0[0], 3), "seconds": round(took, 4), "writer_seconds": (summary or {}).get("publish_seconds"),
-                              "snapshot_id": (summary or {}).get("snapshot_id"),
-                              "lines_read": (summary or {}).get("lines_read"),
-                              "contacts": (summary or {}).get("contacts")})
-            return summary
+            summaries = original(self, wait)
+            stalled = time.perf_counter() - started
+            for summary in summaries:
+                publishes.append({"at_s": round(time.perf_counter() - t0[0], 3),
+                                  "seconds": summary.get("publish_seconds"),
+                                  "stall_seconds": round(stalled, 4),
+                                  "snapshot_id": summary.get("snapshot_id"),
+                                  "lines_read": summary.get("lines_read"),
+                                  "contacts": summary.get("contacts")})
+            return summaries
 
-        warehouse.WarehouseLogic.publish = timed_publish
+        warehouse.WarehouseLogic._collect = timed_collect
         patched = True
     except Exception as ex:  # the writer was refactored: run without publish timings
         patched = f"not patched: {ex!r}"

@@ -18,6 +18,7 @@ included, except ``exists = false``. Types never coerce: ``"3"`` is not ``3``, a
 
 from __future__ import annotations
 
+import operator
 import re
 from bisect import bisect_right
 from operator import attrgetter
@@ -450,7 +451,7 @@ def _compile_leaf(node: dict[str, Any], path: str, ctx: CompileContext) -> Compi
     _check_reference(node, path, ctx)
     if getter is None or test is None:
         return None
-    fn = _fast_leaf(node) or _generic_leaf(getter, test)
+    fn = _fast_leaf(node) or _flat_leaf(node, test) or _generic_leaf(getter, test)
     return Compiled(fn, node, frozenset({dep}), uses_event, (node["field"],))
 
 
@@ -475,6 +476,67 @@ def _fast_leaf(node: dict[str, Any]) -> Fn | None:
     if field_name.startswith("event.") and field_name[6:] in _EVENT_ATTRS:
         get = attrgetter(field_name[6:])
         return lambda c, e, now: e is not None and get(e) == value
+    return None
+
+
+_ORDER = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge, "eq": operator.eq}
+
+
+def _flat_leaf(node: dict[str, Any], test: Callable[[Any], bool]) -> Fn | None:
+    """One closure instead of getter, MISSING check and test for the leaves conditions use most.
+
+    - scores and counts against a number (never missing: an absent one is zero);
+    - stage against a string;
+    - a single-key ``traits.<name>`` or ``event.properties|context|traits.<name>``:
+      the lookup is inlined (a null or absent value is MISSING, as in ``dig``) and
+      only the test stays a call.
+    Everything else goes through ``_generic_leaf``, with the same results.
+    """
+    field_name, op, value = node["field"], node.get("op"), node.get("value")
+    root, _, rest = field_name.partition(".")
+    if op in _ORDER and is_number(value):
+        cmp = _ORDER[op]
+        # The engine only ever stores numbers here; the type check keeps the test total
+        # on any value (ints and floats, never bools, as in is_number).
+        if root == "score":
+            def score(c: Any, e: Any, now: int) -> bool:
+                v = c.scores.get(rest, 0.0)
+                return (type(v) is float or type(v) is int) and cmp(v, value)
+
+            return score
+        if root == "counts":
+            def count(c: Any, e: Any, now: int) -> bool:
+                v = c.counts.get(rest, 0)
+                return (type(v) is int or type(v) is float) and cmp(v, value)
+
+            return count
+    if field_name == "stage" and op in ("eq", "ne") and isinstance(value, str) and not node.get("ignore_case"):
+        if op == "eq":
+            return lambda c, e, now: c.stage == value
+        return lambda c, e, now: c.stage is not None and c.stage != value
+    if root == "traits" and rest and "." not in rest:
+        def trait(c: Any, e: Any, now: int) -> bool:
+            v = c.traits.get(rest)
+            return v is not None and test(v)
+
+        return trait
+    if root == "event":
+        sub, _, key = rest.partition(".")
+        if sub in ("properties", "context", "traits") and key and "." not in key:
+            attr = attrgetter(sub)
+
+            def event_field(c: Any, e: Any, now: int) -> bool:
+                if e is None:
+                    return False
+                obj = attr(e)
+                v = obj.get(key) if type(obj) is dict else None
+                return v is not None and test(v)
+
+            return event_field
+        if sub == "type" and op == "in" and isinstance(value, list) and all(isinstance(v, str) for v in value) \
+                and not node.get("ignore_case"):
+            options = frozenset(value)
+            return lambda c, e, now: e is not None and e.type in options
     return None
 
 

@@ -93,10 +93,12 @@ class Engine:
         )
         self._completions = _EventIndex((ca.condition, ca) for ca in config.completion_actions)
         self._windows = list(config.windows.values())
+        self._window_deps = frozenset(f"window:{w.id}" for w in self._windows)
         self._visit_events = frozenset(config.settings.visit_events)
         self._decays = {name: p.decay for name, p in config.profiles.items() if p.decay is not None}
         self._thresholds = {name: _thresholds(config, name) for name in self._decays}
         self._workflows = {wf.name: wf for wf in config.workflows}
+        self._wf_order = {wf.name: i for i, wf in enumerate(config.workflows)}
         self._wf_by_event = _EventIndex((wf.trigger_event, wf) for wf in config.workflows if wf.trigger_event is not None)
         self._wf_by_state = [wf for wf in config.workflows if wf.trigger_event is None]
 
@@ -161,12 +163,18 @@ class Engine:
         del contact.timers[key]
         occ = f"timer:{key}@{due}"
         triggers: list[Trigger] = []
-        self._settle(contact, due, set())
-        if key.startswith("wf:"):
+        # Conditions read time only through count windows, so a timer changes what
+        # decay, window expiry and a resumed workflow's own actions change; re-derive that.
+        dirty: set[str] = set()
+        self._settle(contact, due, dirty)
+        if key == "window":
+            dirty.update(self._window_deps)
+        elif key.startswith("wf:"):
             run = contact.runs.get(key)
             if run is not None and run.due == due:
                 self._resume_run(contact, run, due, triggers)
-        self._derive(contact, due, occ, EVERYTHING, None, triggers)
+                self._apply_mutations(contact, triggers, due, dirty)
+        self._derive(contact, due, occ, dirty, None, triggers)
         self._workflows_after(contact, due, None, occ, triggers)
         self._schedule(contact, due)
         return triggers
@@ -477,43 +485,55 @@ class Engine:
         if not self._workflows:
             return
         start = len(triggers)
-        for key in sorted(c.runs) if len(c.runs) > 1 else list(c.runs):
-            run = c.runs.get(key)
-            if run is None:
-                continue
-            wf = self._workflows.get(run.workflow)
-            if wf is None or (wf.exit_when is not None and wf.exit_when.fn(c, event, now)):
-                self._end_run(c, run)
-                continue
-            if event is None or run.pc >= len(wf.program):
-                continue
-            step = wf.program[run.pc]
-            if step.kind == WAIT_UNTIL and step.condition is not None and step.condition.fn(c, event, now):
-                run.pc += 1
-                run.since, run.due = now, None
-                c.timers.pop(run.key, None)
-                self._execute(c, wf, run, now, event, triggers)
-            elif step.kind == WAIT and step.condition is not None and step.condition.fn(c, event, now):
-                run.since, run.due = now, now + step.duration_ms
-                c.timers[run.key] = run.due
+        runs = c.runs
+        if runs:
+            for key in sorted(runs) if len(runs) > 1 else list(runs):
+                run = runs.get(key)
+                if run is None:
+                    continue
+                wf = self._workflows.get(run.workflow)
+                if wf is None or (wf.exit_when is not None and wf.exit_when.fn(c, event, now)):
+                    self._end_run(c, run)
+                    continue
+                if event is None or run.pc >= len(wf.program):
+                    continue
+                step = wf.program[run.pc]
+                if step.condition is None:
+                    continue  # a plain wait: only its timer moves it on
+                if step.kind == WAIT_UNTIL and step.condition.fn(c, event, now):
+                    run.pc += 1
+                    run.since, run.due = now, None
+                    c.timers.pop(run.key, None)
+                    self._execute(c, wf, run, now, event, triggers)
+                elif step.kind == WAIT and step.condition.fn(c, event, now):
+                    run.since, run.due = now, now + step.duration_ms
+                    c.timers[run.key] = run.due
         entering: list[Workflow] = []
         if self._wf_by_state and start:
-            derived = triggers[:start]
-            entered = {t.params.get("segment") for t in derived if t.action == "segment_entered"}
-            stages = {t.params.get("to") for t in derived if t.action == "stage_changed"}
-            entering = [wf for wf in self._wf_by_state
-                        if (wf.trigger_segment in entered if wf.trigger_segment is not None else wf.trigger_stage in stages)]
+            entered: set[Any] = set()
+            stages: set[Any] = set()
+            for t in triggers[:start]:
+                if t.action == "segment_entered":
+                    entered.add(t.params.get("segment"))
+                elif t.action == "stage_changed":
+                    stages.add(t.params.get("to"))
+            if entered or stages:
+                entering = [wf for wf in self._wf_by_state
+                            if (wf.trigger_segment in entered if wf.trigger_segment is not None
+                                else wf.trigger_stage in stages)]
         if event is not None:
-            entering += [wf for test, wf in self._wf_by_event.candidates(event) if test(c, event, now)]
+            for test, wf in self._wf_by_event.candidates(event):
+                if test(c, event, now):
+                    entering.append(wf)
         if len(entering) > 1:
-            order = list(self._workflows)
-            entering.sort(key=lambda wf: order.index(wf.name))
+            entering.sort(key=lambda wf: self._wf_order[wf.name])
         for wf in entering:
             self._enter(c, wf, now, event, occ, triggers)
-        changed: set[str] = set()
-        self._apply_mutations(c, triggers[start:], now, changed)
-        if changed:
-            self._derive(c, now, f"{occ}/workflows", changed, None, triggers)
+        if len(triggers) > start:
+            changed: set[str] = set()
+            self._apply_mutations(c, triggers[start:], now, changed)
+            if changed:
+                self._derive(c, now, f"{occ}/workflows", changed, None, triggers)
 
     def _enter(self, c: ContactState, wf: Workflow, now: int, event: Event | None, occ: str,
                out: list[Trigger]) -> None:
@@ -530,7 +550,7 @@ class Engine:
                 # The common case (every activity restarts a quiet-period wait): move the
                 # waiting run and its timer instead of ending it and starting another.
                 active.run_id, active.entered_at, active.since = occ, now, now
-                active.vars = capture(wf.placeholders, c, event, now) if event else {}
+                active.vars = capture(wf.placeholders, c, event, now) if event and wf.placeholders else {}
                 active.due = now + first.duration_ms
                 c.timers[key] = active.due
                 n, _ = c.wf_entries.get(wf.name, (0, now))

@@ -11,6 +11,13 @@ flow never opens ``W`` itself: readers open it read-only at any time and always 
 one whole snapshot. The writer's state (which parts make up the warehouse) is part
 of the Bytewax snapshot, so after a crash the warehouse resumes without duplicates:
 parts written after the last recovery snapshot are simply never referenced.
+
+The file work runs on two background threads, so the worker keeps processing events
+meanwhile: Parquet encoding and DuckDB both release the GIL. One thread writes parts
+in order; the other builds snapshots, one at a time, from a frozen copy of the part
+lists. The worker owns the state: a finished build's outcome (its snapshot row, the
+parts compaction merged) is folded in on the worker, and a recovery snapshot first
+waits for the part writes, so it never names a part that is not on disk.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,6 +51,8 @@ DERIVED = {
 # Rows of append-only views that are hidden: the events of contacts erased on request.
 FILTERS = {"events": "contact_id NOT IN (SELECT contact_id FROM contacts WHERE deleted)"}
 COMPACT_AFTER = 32  # parts per append-only table before they are merged into one
+MAX_QUEUED_WRITES = 64  # part writes the worker may run ahead of the disk before it waits
+BUILD_POLL_S = 0.05  # how soon the step looks again for a snapshot build that has finished
 
 
 def ddl_sections() -> list[tuple[str, str, str]]:
@@ -93,6 +103,11 @@ class WarehouseLogic(StatefulBatchLogic):
         self.state = resume or WarehouseState()
         self.run_id = uuid.uuid4().hex[:8]  # keeps part names of a resumed run apart from orphans
         self.last_publish = float("-inf")  # the first complete cut publishes at once
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="leadstream-parts")
+        self._builder = ThreadPoolExecutor(1, thread_name_prefix="leadstream-publish")
+        self._writes: list[Future] = []  # part writes not yet known to be on disk
+        self._build_job: Future | None = None  # the snapshot being built, at most one
+        self._build_plan: _BuildPlan | None = None  # what that build was given
 
     def on_batch(self, values: list[Export]) -> tuple[list[Any], bool]:
         """Collect exports; apply every complete cut; publish when the interval has passed."""
@@ -108,33 +123,42 @@ class WarehouseLogic(StatefulBatchLogic):
             for key in sorted(k for k in st.pending if k <= last):
                 exports = [ex for per_shard in st.pending.pop(key).values() for ex in per_shard]
                 self._apply(key[0], exports)
-        out: list[Any] = []
-        if st.dirty and (st.final or time.monotonic() - self.last_publish >= self.interval_s):
-            out.append(self.publish())
-        return out, self.RETAIN
+        return self._publish_if_due(), self.RETAIN
 
     def on_notify(self) -> tuple[list[Any], bool]:
-        """Publish what is complete once the interval has passed."""
-        if self.state.dirty:
-            return [self.publish()], self.RETAIN
-        return [], self.RETAIN
+        """Collect a finished build; start the next once the interval has passed."""
+        return self._publish_if_due(), self.RETAIN
 
     def notify_at(self) -> datetime | None:
-        """Wake up to publish at the end of the interval even without new exports."""
+        """Wake up to collect a build, or to publish at the end of the interval without new exports."""
+        if self._build_job is not None:
+            return datetime.now(timezone.utc) + timedelta(seconds=BUILD_POLL_S)
         if not self.state.dirty:
             return None
         wait = min(self.interval_s, max(0.0, self.interval_s - (time.monotonic() - self.last_publish)))
         return datetime.now(timezone.utc) + timedelta(seconds=wait)
 
     def on_eof(self) -> tuple[list[Any], bool]:
-        """End of input: publish whatever is complete."""
+        """End of input: finish the build under way, then publish whatever is complete."""
+        out = self._collect(wait=True)
         if self.state.dirty:
-            return [self.publish()], self.RETAIN
-        return [], self.RETAIN
+            out.append(self.publish())
+        return out, self.RETAIN
 
     def snapshot(self) -> WarehouseState:
         """The part lists and history: enough to publish the same warehouse after a resume."""
+        self._drain_writes()  # the state must not name a part that is not on disk yet
         return self.state
+
+    def _publish_if_due(self) -> list[Any]:
+        st = self.state
+        out = self._collect(wait=False)
+        if st.dirty and self._build_job is None and (
+                st.final or time.monotonic() - self.last_publish >= self.interval_s):
+            self._start_build()
+            if st.final:  # the end of input: publish before the step reports its summary
+                out.extend(self._collect(wait=True))
+        return out
 
     # ------------------------------------------------------------ parts
 
@@ -145,11 +169,22 @@ class WarehouseLogic(StatefulBatchLogic):
         st.seq += 1
         folder = self.parts_dir / table
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{st.seq:08d}-{self.run_id}.parquet"
-        tmp = path.with_suffix(".tmp")
-        pq.write_table(rows.to_table(table, data), tmp, compression="zstd")
-        os.replace(tmp, path)
-        st.parts[table].append(str(path.resolve()))
+        path = (folder / f"{st.seq:08d}-{self.run_id}.parquet").resolve()
+        # Named in the state now, on disk once the writer thread gets to it (see snapshot).
+        self._writes.append(self._writer.submit(_write_parquet, table, data, path))
+        st.parts[table].append(str(path))
+        if len(self._writes) > MAX_QUEUED_WRITES:
+            self._drain_writes(keep=MAX_QUEUED_WRITES // 2)
+
+    def _drain_writes(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` part writes are still queued; raise a failed one's error."""
+        while len(self._writes) > keep:
+            job = self._writes.pop(0)
+            try:
+                job.result()
+            except Exception as ex:
+                msg = f"step 'warehouse': writing a Parquet part under {self.parts_dir} failed: {ex}"
+                raise RuntimeError(msg) from ex
 
     def _apply(self, cut: int, exports: list[Export]) -> None:
         st = self.state
@@ -176,130 +211,65 @@ class WarehouseLogic(StatefulBatchLogic):
     # ------------------------------------------------------------ publishing
 
     def publish(self) -> dict[str, Any]:
-        """Build a fresh DuckDB file from the parts and swap it in atomically; return the snapshot row."""
+        """Build a snapshot of everything applied so far, wait for it, and return its summary row."""
+        self._collect(wait=True)
+        self._start_build()
+        return self._collect(wait=True)[0]
+
+    def _start_build(self) -> None:
+        """Hand a frozen copy of the part lists to the builder thread."""
         st = self.state
-        started = time.monotonic()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{self.run_id}.tmp")
-        for stale in (tmp, Path(str(tmp) + ".wal")):
-            stale.unlink(missing_ok=True)
-        con = duckdb.connect()
-        try:
-            con.execute(f"ATTACH '{_sql_path(tmp)}' AS snap")
-            self._compact(con)
-            row = self._build(con)
-            con.execute("USE memory")
-            con.execute("DETACH snap")
-        finally:
-            con.close()
-        os.replace(tmp, self.path)
+        plan = _BuildPlan(
+            path=self.path,
+            tmp=self.path.with_name(f".{self.path.name}.{self.run_id}.tmp"),
+            parts={t: list(p) for t, p in st.parts.items()},
+            compactions={},
+            snapshots=list(st.snapshots),
+            totals=dict(st.totals),
+            last_cut=st.last_cut,
+            fingerprint=self.fingerprint,
+            writes=list(self._writes),
+        )
+        for table in (*APPEND_ONLY, "identities", "contacts"):
+            if len(st.parts[table]) > COMPACT_AFTER:
+                # Numbered now, so the merged part sorts after the ones it replaces and
+                # before any written meanwhile: "the newest part wins" keeps holding.
+                st.seq += 1
+                target = (self.parts_dir / table / f"{st.seq:08d}-{self.run_id}.parquet").resolve()
+                plan.compactions[table] = str(target)
         st.dirty = False
         self.last_publish = time.monotonic()
-        elapsed = self.last_publish - started
-        summary = dict(zip(_SNAPSHOT_COLUMNS, row), publish_seconds=round(elapsed, 3))
+        self._build_job = self._builder.submit(_build_snapshot, plan)
+        self._build_plan = plan
+
+    def _collect(self, wait: bool) -> list[dict[str, Any]]:
+        """Fold a finished build into the state and return its summary (none if still running)."""
+        job = self._build_job
+        if job is None or (not wait and not job.done()):
+            return []
+        self._build_job = None
+        plan = self._build_plan
+        try:
+            row, elapsed = job.result()
+        except Exception as ex:
+            msg = f"step 'warehouse': publishing a snapshot to {self.path} failed: {ex}"
+            raise RuntimeError(msg) from ex
+        st = self.state
+        st.snapshots.append(row)
+        now = time.time()
+        for table, merged in plan.compactions.items():
+            replaced = plan.parts[table]
+            # Parts written while the build ran stay after the merged one.
+            st.parts[table] = [merged] + st.parts[table][len(replaced):]
+            st.retired.update((p, now) for p in replaced)
         PROGRESS.published(f"snapshot {row[0]}")
         self._collect_garbage()
-        return summary
+        return [self._summary(row, elapsed)]
 
-    def _build(self, con: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
-        st = self.state
-        con.execute("USE snap")
-        for kind, name, sql in ddl_sections():
-            if kind == "table" and name in APPEND_ONLY and st.parts[name]:
-                con.execute(sql.replace(f"CREATE TABLE {name} (", f"CREATE TEMP TABLE _shape_{name} (", 1))
-                cols = con.execute(f"DESCRIBE temp.main._shape_{name}").fetchall()
-                derived = DERIVED.get(name, {})
-                select = ", ".join(f"CAST({derived.get(c[0], 'p.' + c[0])} AS {c[1]}) AS {c[0]}" for c in cols)
-                view = f"SELECT {select} FROM read_parquet({_list(st.parts[name])}) AS p"
-                if name in FILTERS:
-                    view = f"SELECT * FROM ({view}) WHERE {FILTERS[name]}"
-                con.execute(f"CREATE VIEW {name} AS {view}")
-            else:
-                con.execute(sql)
-        contact_parts = st.parts["contacts"]
-        if contact_parts:
-            # The newest row per contact wins; a tombstone removes it.
-            con.execute(f"""
-                CREATE TEMP TABLE current_contacts AS
-                SELECT * EXCLUDE (rn) FROM (
-                    SELECT *, row_number() OVER (PARTITION BY contact_id ORDER BY filename DESC) AS rn
-                    FROM read_parquet({_list(contact_parts)}, filename = true)
-                ) WHERE rn = 1""")
-            con.execute("""
-                INSERT INTO merges SELECT contact_id, merged_into, merged_at
-                FROM temp.main.current_contacts WHERE deleted ORDER BY 1""")
-            con.execute("DELETE FROM temp.main.current_contacts WHERE deleted")
-            con.execute("""
-                INSERT INTO contacts SELECT contact_id, user_id, email, anonymous_ids, traits::JSON, grade, fit, stage,
-                    stage_since, [s.segment FOR s IN segments], first_seen, last_seen,
-                    first_campaign::JSON, visits, counts::JSON, lists, events, updated_at, erased
-                FROM temp.main.current_contacts ORDER BY contact_id""")
-            con.execute("""
-                INSERT INTO contact_scores SELECT contact_id, s.profile, s.score
-                FROM (SELECT contact_id, unnest(scores) AS s FROM temp.main.current_contacts) ORDER BY 1, 2""")
-            con.execute("""
-                INSERT INTO segment_members SELECT s.segment, contact_id, s.since
-                FROM (SELECT contact_id, unnest(segments) AS s FROM temp.main.current_contacts) ORDER BY 1, 2""")
-            con.execute("""
-                INSERT INTO identities SELECT user_id, 'user_id', contact_id, first_seen
-                FROM temp.main.current_contacts WHERE user_id IS NOT NULL""")
-            con.execute("""
-                INSERT INTO workflow_members SELECT r.workflow, r.step, contact_id, r.since, r.due_at, r.entered_at
-                FROM (SELECT contact_id, unnest(runs) AS r FROM temp.main.current_contacts) ORDER BY 1, 3, 2""")
-        if st.parts["identities"]:
-            con.execute(f"""
-                INSERT INTO identities SELECT identifier, kind, contact_id, linked_at FROM (
-                    SELECT *, row_number() OVER (PARTITION BY identifier ORDER BY filename DESC) AS rn
-                    FROM read_parquet({_list(st.parts['identities'])}, filename = true)
-                ) WHERE rn = 1 ORDER BY identifier""")
-        n_contacts = con.execute("SELECT count(*) FROM contacts").fetchone()[0]
-        n_triggers = con.execute("SELECT count(*) FROM triggers").fetchone()[0]
-        t = st.totals
-        accepted, dead, dups = t.get("accepted", 0), t.get("dead_lettered", 0), t.get("duplicates", 0)
-        buffered = t.get("buffered", 0)
-        row = (
-            len(st.snapshots) + 1,
-            datetime.now(timezone.utc).replace(tzinfo=None),
-            None if st.last_cut is None or st.last_cut < 0 else datetime.fromtimestamp(
-                st.last_cut / 1000, tz=timezone.utc).replace(tzinfo=None),
-            accepted + dead + dups + buffered,
-            accepted,
-            dead,
-            dups,
-            t.get("late", 0),
-            buffered,
-            n_contacts,
-            n_triggers,
-            self.fingerprint,
-        )
-        st.snapshots.append(row)
-        con.executemany(f"INSERT INTO snapshots VALUES ({', '.join('?' * len(row))})", st.snapshots)
-        return row
-
-    def _compact(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Merge many small parts into one, so snapshots stay quick to build and read."""
-        st = self.state
-        for table in (*APPEND_ONLY, "identities", "contacts"):
-            parts = st.parts[table]
-            if len(parts) <= COMPACT_AFTER:
-                continue
-            st.seq += 1
-            folder = self.parts_dir / table
-            path = folder / f"{st.seq:08d}-{self.run_id}.parquet"
-            tmp = path.with_suffix(".tmp")
-            if table in ("contacts", "identities"):
-                key = "contact_id" if table == "contacts" else "identifier"
-                query = f"""SELECT * EXCLUDE (rn, filename) FROM (
-                    SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY filename DESC) AS rn
-                    FROM read_parquet({_list(parts)}, filename = true)) WHERE rn = 1"""
-            else:
-                query = f"SELECT * FROM read_parquet({_list(parts)})"
-            con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
-            os.replace(tmp, path)
-            # Compacted parts sort by name after the ones they replace, so "newest wins" holds.
-            now = time.time()
-            st.retired.update((p, now) for p in parts)
-            st.parts[table] = [str(path.resolve())]
+    @staticmethod
+    def _summary(row: tuple[Any, ...], elapsed: float) -> dict[str, Any]:
+        """The snapshot row as the step's output, with the time its build took."""
+        return dict(zip(_SNAPSHOT_COLUMNS, row), publish_seconds=round(elapsed, 3))
 
     def _collect_garbage(self) -> None:
         """Delete parts no snapshot refers to any more, after a grace period for open readers.
@@ -319,6 +289,146 @@ class WarehouseLogic(StatefulBatchLogic):
                 if since < cutoff:
                     part.unlink(missing_ok=True)
                     st.retired.pop(resolved, None)
+
+
+@dataclass
+class _BuildPlan:
+    """What the builder thread needs, copied from the state when the build starts."""
+
+    path: Path
+    tmp: Path
+    parts: dict[str, list[str]]
+    compactions: dict[str, str]  # table -> the merged part to write
+    snapshots: list[tuple[Any, ...]]
+    totals: dict[str, int]
+    last_cut: int | None
+    fingerprint: str
+    writes: list[Future]  # part writes the snapshot refers to
+
+
+def _write_parquet(table: str, data: list[Any], path: Path) -> None:
+    """Write one part (builder of the part-writer thread); a tmp name keeps readers off half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(rows.to_table(table, data), tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def _build_snapshot(plan: _BuildPlan) -> tuple[tuple[Any, ...], float]:
+    """Build a fresh DuckDB file from the parts and swap it in atomically (builder thread)."""
+    for job in plan.writes:
+        job.result()  # the parts this snapshot names are on disk
+    started = time.monotonic()
+    plan.path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (plan.tmp, Path(str(plan.tmp) + ".wal")):
+        stale.unlink(missing_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{_sql_path(plan.tmp)}' AS snap")
+        parts = _compact(con, plan)
+        row = _build(con, plan, parts)
+        con.execute("USE memory")
+        con.execute("DETACH snap")
+    finally:
+        con.close()
+    os.replace(plan.tmp, plan.path)
+    return row, time.monotonic() - started
+
+
+def _compact(con: duckdb.DuckDBPyConnection, plan: _BuildPlan) -> dict[str, list[str]]:
+    """Merge many small parts into one, so snapshots stay quick to build and read; return the part lists."""
+    parts = dict(plan.parts)
+    for table, merged in plan.compactions.items():
+        old = parts[table]
+        path = Path(merged)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        if table in ("contacts", "identities"):
+            key = "contact_id" if table == "contacts" else "identifier"
+            query = f"""SELECT * EXCLUDE (rn, filename) FROM (
+                SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY filename DESC) AS rn
+                FROM read_parquet({_list(old)}, filename = true)) WHERE rn = 1"""
+        else:
+            query = f"SELECT * FROM read_parquet({_list(old)})"
+        con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
+        os.replace(tmp, path)
+        parts[table] = [merged]
+    return parts
+
+
+def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, list[str]]) -> tuple[Any, ...]:
+    """Create the snapshot's tables and views from the parts; return its row in ``snapshots``."""
+    con.execute("USE snap")
+    for kind, name, sql in ddl_sections():
+        if kind == "table" and name in APPEND_ONLY and parts[name]:
+            con.execute(sql.replace(f"CREATE TABLE {name} (", f"CREATE TEMP TABLE _shape_{name} (", 1))
+            cols = con.execute(f"DESCRIBE temp.main._shape_{name}").fetchall()
+            derived = DERIVED.get(name, {})
+            select = ", ".join(f"CAST({derived.get(c[0], 'p.' + c[0])} AS {c[1]}) AS {c[0]}" for c in cols)
+            view = f"SELECT {select} FROM read_parquet({_list(parts[name])}) AS p"
+            if name in FILTERS:
+                view = f"SELECT * FROM ({view}) WHERE {FILTERS[name]}"
+            con.execute(f"CREATE VIEW {name} AS {view}")
+        else:
+            con.execute(sql)
+    contact_parts = parts["contacts"]
+    if contact_parts:
+        # The newest row per contact wins; a tombstone removes it.
+        con.execute(f"""
+            CREATE TEMP TABLE current_contacts AS
+            SELECT * EXCLUDE (rn) FROM (
+                SELECT *, row_number() OVER (PARTITION BY contact_id ORDER BY filename DESC) AS rn
+                FROM read_parquet({_list(contact_parts)}, filename = true)
+            ) WHERE rn = 1""")
+        con.execute("""
+            INSERT INTO merges SELECT contact_id, merged_into, merged_at
+            FROM temp.main.current_contacts WHERE deleted ORDER BY 1""")
+        con.execute("DELETE FROM temp.main.current_contacts WHERE deleted")
+        con.execute("""
+            INSERT INTO contacts SELECT contact_id, user_id, email, anonymous_ids, traits::JSON, grade, fit, stage,
+                stage_since, [s.segment FOR s IN segments], first_seen, last_seen,
+                first_campaign::JSON, visits, counts::JSON, lists, events, updated_at, erased
+            FROM temp.main.current_contacts ORDER BY contact_id""")
+        con.execute("""
+            INSERT INTO contact_scores SELECT contact_id, s.profile, s.score
+            FROM (SELECT contact_id, unnest(scores) AS s FROM temp.main.current_contacts) ORDER BY 1, 2""")
+        con.execute("""
+            INSERT INTO segment_members SELECT s.segment, contact_id, s.since
+            FROM (SELECT contact_id, unnest(segments) AS s FROM temp.main.current_contacts) ORDER BY 1, 2""")
+        con.execute("""
+            INSERT INTO identities SELECT user_id, 'user_id', contact_id, first_seen
+            FROM temp.main.current_contacts WHERE user_id IS NOT NULL""")
+        con.execute("""
+            INSERT INTO workflow_members SELECT r.workflow, r.step, contact_id, r.since, r.due_at, r.entered_at
+            FROM (SELECT contact_id, unnest(runs) AS r FROM temp.main.current_contacts) ORDER BY 1, 3, 2""")
+    if parts["identities"]:
+        con.execute(f"""
+            INSERT INTO identities SELECT identifier, kind, contact_id, linked_at FROM (
+                SELECT *, row_number() OVER (PARTITION BY identifier ORDER BY filename DESC) AS rn
+                FROM read_parquet({_list(parts['identities'])}, filename = true)
+            ) WHERE rn = 1 ORDER BY identifier""")
+    n_contacts = con.execute("SELECT count(*) FROM contacts").fetchone()[0]
+    n_triggers = con.execute("SELECT count(*) FROM triggers").fetchone()[0]
+    t = plan.totals
+    accepted, dead, dups = t.get("accepted", 0), t.get("dead_lettered", 0), t.get("duplicates", 0)
+    buffered = t.get("buffered", 0)
+    row = (
+        len(plan.snapshots) + 1,
+        datetime.now(timezone.utc).replace(tzinfo=None),
+        None if plan.last_cut is None or plan.last_cut < 0 else datetime.fromtimestamp(
+            plan.last_cut / 1000, tz=timezone.utc).replace(tzinfo=None),
+        accepted + dead + dups + buffered,
+        accepted,
+        dead,
+        dups,
+        t.get("late", 0),
+        buffered,
+        n_contacts,
+        n_triggers,
+        plan.fingerprint,
+    )
+    con.executemany(f"INSERT INTO snapshots VALUES ({', '.join('?' * len(row))})", [*plan.snapshots, row])
+    return row
 
 
 _SNAPSHOT_COLUMNS = ("snapshot_id", "taken_at", "watermark", "lines_read", "accepted", "dead_lettered",

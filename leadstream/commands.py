@@ -207,6 +207,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
     from flows.dataflow import FlowOptions, build_flow
     from flows.progress import ProgressDisplay
+    from flows.runtime import tuned_gc
     from flows.sources import STOP
 
     _check_cluster_args(args)
@@ -234,7 +235,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     STOP.clear()
     previous = {sig: signal.signal(sig, _stop_reading) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with ProgressDisplay() if not args.quiet else _Nothing():
+        with tuned_gc(), ProgressDisplay() if not args.quiet else _Nothing():
             if pid is not None:
                 cli_main(flow, workers_per_process=args.workers, process_id=pid,
                          addresses=args.addresses.split(";"), epoch_interval=epoch, recovery_config=recovery)
