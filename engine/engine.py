@@ -10,6 +10,7 @@ the same triggers in the same order.
 from __future__ import annotations
 
 from bisect import bisect_right, insort
+from sys import intern
 from typing import Any, Iterable
 
 from .actions import ActionSpec
@@ -188,7 +189,7 @@ class Engine:
         triggers: list[Trigger] = []
         for rule in self.config.automation_rules:
             if rule.rule_id in rule_ids:
-                contact.matching.discard(rule.rule_id)
+                contact.matching.pop(rule.rule_id, None)
                 self._run_rule(contact, rule, now, "retroactive", triggers)
         self._apply_mutations(contact, triggers, now, set())
         return triggers
@@ -210,7 +211,8 @@ class Engine:
         if c.user_id is not None and e.anonymous_id is not None and e.anonymous_id not in c.anonymous_ids:
             insort(c.anonymous_ids, e.anonymous_id)
             dirty.add("identity")
-        key = _event_key(e)
+        # Interned: every contact's counts share one copy of each event name.
+        key = intern(_event_key(e))
         c.counts[key] = c.counts.get(key, 0) + 1
         dirty.add("counts." + key)
         campaign = e.context.get("campaign") if e.context else None
@@ -389,11 +391,11 @@ class Engine:
         was = rid in c.matching
         if not holds:
             if was:
-                c.matching.discard(rid)
+                c.matching.pop(rid, None)
             return
         if was:
             return  # still matching: rules fire on the transition into the match
-        c.matching.add(rid)
+        c.matching[rid] = None
         if rid in c.fired and not rule.repeat:
             return
         c.fired[rid] = now
@@ -588,7 +590,7 @@ class Engine:
                 return
             step = program[run.pc]
             if step.kind == ACTION:
-                fired_key = f"{wf.name}#{run.pc}"
+                fired_key = intern(f"{wf.name}#{run.pc}")
                 last = c.wf_fired.get(fired_key)
                 if not (step.cooldown_ms and last is not None and now - last < step.cooldown_ms):
                     c.wf_fired[fired_key] = now

@@ -19,6 +19,7 @@ Action parameters may quote the entry event: ``template = "topic_{event.properti
 from __future__ import annotations
 
 import re
+from sys import intern
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -88,7 +89,8 @@ def run_key(workflow: str, run_id: str, single: bool) -> str:
     same timer later, which the shard's timer queue absorbs without a heap push,
     instead of leaving a stale entry behind on every event.
     """
-    return f"wf:{workflow}" if single else f"wf:{workflow}:{run_id}"
+    # Interned: a single-run key is the same string for every contact.
+    return intern(f"wf:{workflow}") if single else f"wf:{workflow}:{run_id}"
 
 
 def fill(value: Any, variables: dict[str, Any]) -> Any:

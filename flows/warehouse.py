@@ -52,6 +52,7 @@ DERIVED = {
 FILTERS = {"events": "contact_id NOT IN (SELECT contact_id FROM contacts WHERE deleted)"}
 COMPACT_AFTER = 32  # parts per append-only table before they are merged into one
 MAX_QUEUED_WRITES = 64  # part writes the worker may run ahead of the disk before it waits
+BUILD_THREADS = 1  # DuckDB threads for building a snapshot
 BUILD_POLL_S = 0.05  # how soon the step looks again for a snapshot build that has finished
 
 
@@ -322,7 +323,9 @@ def _build_snapshot(plan: _BuildPlan) -> tuple[tuple[Any, ...], float]:
     plan.path.parent.mkdir(parents=True, exist_ok=True)
     for stale in (plan.tmp, Path(str(plan.tmp) + ".wal")):
         stale.unlink(missing_ok=True)
-    con = duckdb.connect()
+    # One thread: the flow's worker needs the other core meanwhile, and a snapshot
+    # that takes a little longer to build costs nobody a stall.
+    con = duckdb.connect(config={"threads": BUILD_THREADS})
     try:
         con.execute(f"ATTACH '{_sql_path(plan.tmp)}' AS snap")
         parts = _compact(con, plan)

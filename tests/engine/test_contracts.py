@@ -120,7 +120,7 @@ def make_contact(known: bool) -> ContactState:
     c.segments, c.lists = {"hot_leads": START}, {"vip": START}
     c.stage, c.stage_since, c.grade, c.fit, c.visits = "interest", START, "B", 60.0, 2
     c.first_campaign, c.first_campaign_at = {"source": "google"}, START
-    c.visit_start, c.windows, c.matching = "m-1", {"wabc": [START - 1000, START]}, {"automation_rules.x"}
+    c.visit_start, c.windows, c.matching = "m-1", {"wabc": [START - 1000, START]}, {"automation_rules.x": None}
     c.events, c.first_seen, c.last_seen = 5, START - DAY, START
     return c
 
