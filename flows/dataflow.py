@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.files import FileSink
 from bytewax.dataflow import Dataflow
 
 from engine.config import Config
@@ -17,6 +16,7 @@ from .kafka import (KafkaLineSource, dead_letter_messages, is_kafka_url, kafka_s
                     trigger_messages)
 from .progress import PROGRESS
 from .router import Router
+from .sinks import LineFileSink
 from .sources import LineSource
 from .stages import DEAD_LETTER, EXPORT, TO_CONTACTS, TRIGGER, ContactLogic, IdentityLogic, StageContext
 from .warehouse import WarehouseLogic
@@ -75,7 +75,7 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
         # KafkaSinkMessage(key=contact_id, value=one trigger): a contact's triggers stay in one partition, in order
         op.output("write_triggers", messages, kafka_sink(parse_kafka_url(str(opts.triggers)), kconf))
     else:
-        op.output("write_triggers", trigger_lines, FileSink(Path(opts.triggers)))
+        op.output("write_triggers", trigger_lines, LineFileSink(Path(opts.triggers)))
     dead_lines = op.filter_map("dead_letter_lines", outputs, lambda kv: kv[1][1] if kv[1][0] == DEAD_LETTER else None)
     # ("dead_letters", JSON lines)
     if opts.webhook is not None:
@@ -94,7 +94,7 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
         # KafkaSinkMessage(key=input partition, value=one dead letter)
         op.output("write_dead_letters", dead_messages, kafka_sink(parse_kafka_url(str(opts.dead_letter)), kconf))
     else:
-        op.output("write_dead_letters", dead_lines, FileSink(Path(opts.dead_letter)))
+        op.output("write_dead_letters", dead_lines, LineFileSink(Path(opts.dead_letter)))
 
     exports = op.filter_map("exports", outputs, lambda kv: ("warehouse", kv[1][1]) if kv[1][0] == EXPORT else None)
     # ("warehouse", Export)

@@ -23,6 +23,7 @@ waits for the part writes, so it never names a part that is not on disk.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -109,6 +110,9 @@ class WarehouseLogic(StatefulBatchLogic):
         self._writes: list[Future] = []  # part writes not yet known to be on disk
         self._build_job: Future | None = None  # the snapshot being built, at most one
         self._build_plan: _BuildPlan | None = None  # what that build was given
+        # What the published file holds; None until this run published once, so the
+        # first snapshot of every run (a resumed one too) is built from scratch.
+        self._applied: _Applied | None = None
 
     def on_batch(self, values: list[Export]) -> tuple[list[Any], bool]:
         """Collect exports; apply every complete cut; publish when the interval has passed."""
@@ -230,6 +234,7 @@ class WarehouseLogic(StatefulBatchLogic):
             last_cut=st.last_cut,
             fingerprint=self.fingerprint,
             writes=list(self._writes),
+            previous=self._applied,
         )
         for table in (*APPEND_ONLY, "identities", "contacts"):
             if len(st.parts[table]) > COMPACT_AFTER:
@@ -251,8 +256,9 @@ class WarehouseLogic(StatefulBatchLogic):
         self._build_job = None
         plan = self._build_plan
         try:
-            row, elapsed = job.result()
+            row, elapsed, self._applied = job.result()
         except Exception as ex:
+            self._applied = None  # the file may be half-built: the next build starts from scratch
             msg = f"step 'warehouse': publishing a snapshot to {self.path} failed: {ex}"
             raise RuntimeError(msg) from ex
         st = self.state
@@ -305,6 +311,15 @@ class _BuildPlan:
     last_cut: int | None
     fingerprint: str
     writes: list[Future]  # part writes the snapshot refers to
+    previous: _Applied | None = None  # what the published file holds, to build on; None: from scratch
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """The contact and link parts a published snapshot file has applied."""
+
+    contacts: frozenset[str]
+    identities: frozenset[str]
 
 
 def _write_parquet(table: str, data: list[Any], path: Path) -> None:
@@ -315,7 +330,7 @@ def _write_parquet(table: str, data: list[Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _build_snapshot(plan: _BuildPlan) -> tuple[tuple[Any, ...], float]:
+def _build_snapshot(plan: _BuildPlan) -> tuple[tuple[Any, ...], float, _Applied]:
     """Build a fresh DuckDB file from the parts and swap it in atomically (builder thread)."""
     for job in plan.writes:
         job.result()  # the parts this snapshot names are on disk
@@ -325,6 +340,12 @@ def _build_snapshot(plan: _BuildPlan) -> tuple[tuple[Any, ...], float]:
         stale.unlink(missing_ok=True)
     # One thread: the flow's worker needs the other core meanwhile, and a snapshot
     # that takes a little longer to build costs nobody a stall.
+    if plan.previous is not None:
+        if plan.path.exists():
+            # Start from the last snapshot: a file copy, then only what changed since.
+            shutil.copyfile(plan.path, plan.tmp)
+        else:
+            plan.previous = None  # someone removed it: build from scratch
     con = duckdb.connect(config={"threads": BUILD_THREADS})
     try:
         con.execute(f"ATTACH '{_sql_path(plan.tmp)}' AS snap")
@@ -335,7 +356,8 @@ def _build_snapshot(plan: _BuildPlan) -> tuple[tuple[Any, ...], float]:
     finally:
         con.close()
     os.replace(plan.tmp, plan.path)
-    return row, time.monotonic() - started
+    applied = _Applied(frozenset(parts["contacts"]), frozenset(parts["identities"]))
+    return row, time.monotonic() - started, applied
 
 
 def _compact(con: duckdb.DuckDBPyConnection, plan: _BuildPlan) -> dict[str, list[str]]:
@@ -360,10 +382,26 @@ def _compact(con: duckdb.DuckDBPyConnection, plan: _BuildPlan) -> dict[str, list
 
 
 def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, list[str]]) -> tuple[Any, ...]:
-    """Create the snapshot's tables and views from the parts; return its row in ``snapshots``."""
+    """Fill the snapshot's tables and views from the parts; return its row in ``snapshots``.
+
+    From scratch, every current-state table is materialized from every part. On top of
+    a copy of the previous snapshot (``plan.previous``), only the contacts and links in
+    parts written since are replaced: the newest row per key wins either way, and every
+    new part is newer than every part the previous snapshot applied. Append-only tables
+    are views over the current part lists in both cases.
+    """
     con.execute("USE snap")
+    prev = plan.previous
     for kind, name, sql in ddl_sections():
-        if kind == "table" and name in APPEND_ONLY and parts[name]:
+        if kind == "table" and name in APPEND_ONLY:
+            if prev is not None:
+                # The previous snapshot has it as a view over fewer parts, or as an empty table.
+                is_view = con.execute("SELECT count(*) FROM duckdb_views() WHERE database_name = 'snap' "
+                                      "AND view_name = ?", [name]).fetchone()[0]
+                con.execute(f"DROP {'VIEW' if is_view else 'TABLE'} {name}")
+            if not parts[name]:
+                con.execute(sql)
+                continue
             con.execute(sql.replace(f"CREATE TABLE {name} (", f"CREATE TEMP TABLE _shape_{name} (", 1))
             cols = con.execute(f"DESCRIBE temp.main._shape_{name}").fetchall()
             derived = DERIVED.get(name, {})
@@ -372,9 +410,15 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
             if name in FILTERS:
                 view = f"SELECT * FROM ({view}) WHERE {FILTERS[name]}"
             con.execute(f"CREATE VIEW {name} AS {view}")
-        else:
+        elif prev is None:
             con.execute(sql)
-    contact_parts = parts["contacts"]
+    if prev is None:
+        contact_parts, link_parts = parts["contacts"], parts["identities"]
+    else:
+        # Which parts are new is judged on the lists before compaction merged them.
+        contact_parts = [p for p in plan.parts["contacts"] if p not in prev.contacts]
+        link_parts = [p for p in plan.parts["identities"] if p not in prev.identities]
+        con.execute("DELETE FROM snapshots")  # re-inserted below, with the new row
     if contact_parts:
         # The newest row per contact wins; a tombstone removes it.
         con.execute(f"""
@@ -383,6 +427,13 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
                 SELECT *, row_number() OVER (PARTITION BY contact_id ORDER BY filename DESC) AS rn
                 FROM read_parquet({_list(contact_parts)}, filename = true)
             ) WHERE rn = 1""")
+        if prev is not None:
+            changed = "(SELECT contact_id FROM temp.main.current_contacts)"
+            for table, key in (("contacts", "contact_id"), ("contact_scores", "contact_id"),
+                               ("segment_members", "contact_id"), ("workflow_members", "contact_id"),
+                               ("merges", "anonymous_id")):
+                con.execute(f"DELETE FROM {table} WHERE {key} IN {changed}")
+            con.execute(f"DELETE FROM identities WHERE kind = 'user_id' AND contact_id IN {changed}")
         con.execute("""
             INSERT INTO merges SELECT contact_id, merged_into, merged_at
             FROM temp.main.current_contacts WHERE deleted ORDER BY 1""")
@@ -404,12 +455,16 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
         con.execute("""
             INSERT INTO workflow_members SELECT r.workflow, r.step, contact_id, r.since, r.due_at, r.entered_at
             FROM (SELECT contact_id, unnest(runs) AS r FROM temp.main.current_contacts) ORDER BY 1, 3, 2""")
-    if parts["identities"]:
+    if link_parts:
         con.execute(f"""
-            INSERT INTO identities SELECT identifier, kind, contact_id, linked_at FROM (
+            CREATE TEMP TABLE new_links AS SELECT identifier, kind, contact_id, linked_at FROM (
                 SELECT *, row_number() OVER (PARTITION BY identifier ORDER BY filename DESC) AS rn
-                FROM read_parquet({_list(parts['identities'])}, filename = true)
-            ) WHERE rn = 1 ORDER BY identifier""")
+                FROM read_parquet({_list(link_parts)}, filename = true)
+            ) WHERE rn = 1""")
+        if prev is not None:
+            con.execute("""DELETE FROM identities WHERE kind <> 'user_id'
+                           AND identifier IN (SELECT identifier FROM temp.main.new_links)""")
+        con.execute("INSERT INTO identities SELECT * FROM temp.main.new_links ORDER BY identifier")
     n_contacts = con.execute("SELECT count(*) FROM contacts").fetchone()[0]
     n_triggers = con.execute("SELECT count(*) FROM triggers").fetchone()[0]
     t = plan.totals

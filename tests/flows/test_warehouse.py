@@ -149,3 +149,4 @@ def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
         con.close()
     snap = last_snapshot(tmp_path / "out" / "warehouse.duckdb")
     assert snap["lines_read"] == 8 and snap["dead_lettered"] == 1 and snap["accepted"] == 7
+
