@@ -8,6 +8,7 @@ from .contact import ContactState
 from .engine import Engine
 from .ordering import ReorderBuffer
 from .routing import MERGE, Routed, ShardOutput
+from .store import ContactStore
 from .timers import TimerQueue, advance_in_time
 
 
@@ -16,7 +17,7 @@ class ContactShard:
 
     def __init__(self, shard: int) -> None:
         self.shard = shard
-        self.contacts: dict[str, ContactState] = {}
+        self.contacts = ContactStore()
         self.buffer = ReorderBuffer()
         self.timers = TimerQueue()
         self.changed: set[str] = set()
@@ -65,6 +66,8 @@ class ContactShard:
     def take_changes(self) -> dict[str, ContactState]:
         """Return and forget the contacts that changed since the last call."""
         changed = {cid: self.contacts[cid] for cid in self.changed}
+        # A cut is where idle contacts are frozen: whatever did not change since the last one.
+        self.contacts.freeze_except(self.changed)
         self.changed = set()
         return changed
 

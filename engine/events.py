@@ -42,6 +42,13 @@ class Event:
     properties: dict[str, Any] = field(default_factory=dict)
     traits: dict[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Events cross processes (shard exchange, warehouse exports) and go into recovery
+        # snapshots by the thousand. Constructor arguments pickle in about half the time
+        # of the slots dataclass default (a state dict per object), and load as fast.
+        # (Pickling the raw line and decoding it again was measured too: slower to load.)
+        return (Event, (self.message_id, self.type, self.ts, self.anonymous_id, self.user_id, self.previous_id,
+                        self.group_id, self.name, self.properties, self.traits, self.context))
 
     @property
     def device_id(self) -> str:
@@ -90,3 +97,4 @@ class Rejection:
     def to_dict(self) -> dict[str, str]:
         """Return the dead-letter record."""
         return {"reason": self.reason, "detail": self.detail, "raw": self.raw, "source": self.source}
+

@@ -16,6 +16,7 @@ from .engine import Engine
 from .events import Event
 from .ordering import ReorderBuffer
 from .routing import EVENT, MERGE, Routed, ShardOutput
+from .store import ContactStore
 from .timers import TimerQueue, advance_in_time
 
 
@@ -25,7 +26,7 @@ class IdentityShard:
     def __init__(self, shard: int, dedupe_window_ms: int) -> None:
         self.shard = shard
         self.links: dict[str, tuple[str, int]] = {}  # device id -> (userId, linked at)
-        self.profiles: dict[str, ContactState] = {}  # anonymousId -> anonymous profile
+        self.profiles = ContactStore()  # anonymousId -> anonymous profile
         self.dedupe = Deduper(dedupe_window_ms)
         self.buffer = ReorderBuffer()
         self.timers = TimerQueue()
@@ -127,6 +128,8 @@ class IdentityShard:
         links = {d: self.links[d] for d in self.changed_links}
         profiles = {a: self.profiles[a] for a in self.changed_profiles if a in self.profiles}
         removed = self.removed_profiles
+        # A cut is where idle profiles are frozen: whatever did not change since the last one.
+        self.profiles.freeze_except(self.changed_profiles)
         self.changed_links, self.changed_profiles, self.removed_profiles = set(), set(), {}
         return links, profiles, removed
 

@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 
 from .contact import ContactState
 from .events import Event
+from .pickling import ByFields
 from .triggers import Trigger
 
 MERGE, EVENT = 0, 1  # a merge sorts before the identify that caused it
 
 
 @dataclass(slots=True)
-class Routed:
+class Routed(ByFields):
     """An event for a known contact, or an anonymous profile to merge into one."""
 
     kind: int  # MERGE or EVENT

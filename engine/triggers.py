@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .ids import trigger_id
+from .pickling import ByFields
 from .timeutil import format_ms
 
 
 @dataclass(slots=True)
-class Trigger:
+class Trigger(ByFields):
     """One action for one contact, caused by one occurrence (an event or a timer)."""
 
     trigger_id: str

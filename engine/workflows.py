@@ -26,6 +26,7 @@ from typing import Any, Callable
 from .actions import ActionSpec, compile_actions
 from .conditions import MISSING, CompileContext, Compiled, _event_getter, compile_condition
 from .errors import Problems
+from .pickling import ByFields
 from .timeutil import parse_duration_ms
 
 ENTRY_POLICIES = ("once", "every_time", "if_not_active", "restart")
@@ -68,7 +69,7 @@ class Workflow:
 
 
 @dataclass(slots=True)
-class Run:
+class Run(ByFields):
     """One contact's trip through a workflow: where it is and what it waits for."""
 
     workflow: str

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.events import Event, Rejection
+from engine.pickling import ByFields
 from engine.routing import Routed
 
 
 @dataclass(slots=True)
-class Tick:
+class Tick(ByFields):
     """A source partition's progress: newest event time, idle wall time, end of input."""
 
     part: str
@@ -20,7 +21,7 @@ class Tick:
 
 
 @dataclass(slots=True)
-class ToIdentity:
+class ToIdentity(ByFields):
     """Router -> identity shard: events of this shard, rejections to account for, ticks, a cut."""
 
     shard: int  # the destination: Bytewax does not tell a logic its key
@@ -31,7 +32,7 @@ class ToIdentity:
 
 
 @dataclass(slots=True)
-class ToContacts:
+class ToContacts(ByFields):
     """Identity shard -> contact shard: records released up to ``watermark``, maybe a cut."""
 
     src: int
@@ -43,18 +44,18 @@ class ToContacts:
 
 
 @dataclass(slots=True)
-class Export:
-    """One shard's rows for one snapshot cut: what changed since its previous cut."""
+class Export(ByFields):
+    """One shard's rows for one snapshot cut: what changed since its previous cut.
+
+    The rows travel as Arrow tables (``rows.export_tables``), built by the shard: the
+    writer may sit in another process, and a table crosses it as a few buffers instead
+    of thousands of pickled objects; building them also spreads over every shard.
+    """
 
     cut: int
     stage: str  # "identity" or "contacts"
     shard: int
-    contacts: list[dict[str, Any]] = field(default_factory=list)
-    merged: list[tuple[str, str, int]] = field(default_factory=list)  # (anonymous profile, into, at)
-    identities: list[dict[str, Any]] = field(default_factory=list)
-    events: list[tuple[str, Event]] = field(default_factory=list)  # (contact_id, Event) as applied
-    triggers: list[Any] = field(default_factory=list)  # engine.triggers.Trigger
-    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    tables: dict[str, Any] = field(default_factory=dict)  # part table name -> pyarrow.Table, only non-empty ones
     counts: dict[str, int] = field(default_factory=dict)
     buffered: int = 0
     final: bool = False  # the export at the end of input

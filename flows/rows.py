@@ -204,3 +204,23 @@ def to_table(name: str, rows: list[Any]) -> pa.Table:
     schema = PART_SCHEMAS[name]
     columns = list(zip(*rows)) if rows else [[] for _ in schema]
     return pa.table([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)
+
+
+def export_tables(
+    contacts: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+    merged: list[tuple[str, str, int]] = (),  # type: ignore[assignment]
+    identities: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+    events: list[tuple[str, Event]] = (),  # type: ignore[assignment]
+    triggers: list[Trigger] = (),  # type: ignore[assignment]
+    dead_letters: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+) -> dict[str, pa.Table]:
+    """One shard's rows for one cut as part tables, leaving out the empty ones."""
+    contact_rows = list(contacts) + [merged_row(*m) for m in merged]
+    out = {
+        "contacts": contact_rows,
+        "identities": list(identities),
+        "events": list(events),
+        "triggers": list(triggers),
+        "dead_letters": list(dead_letters),
+    }
+    return {name: to_table(name, data) for name, data in out.items() if data}

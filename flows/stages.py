@@ -115,21 +115,12 @@ class _ShardLogic(StatefulBatchLogic):
     def _mark_changed(self, contact_id: str) -> None:
         raise NotImplementedError
 
-    def _export(self, cut: int, buffered: int, final: bool, **tables: Any) -> Export:
+    def _export(self, cut: int, buffered: int, final: bool, **state_rows: Any) -> Export:
         p = self.pending
         self.pending = _Pending()
-        return Export(
-            cut=cut,
-            stage=self.stage,
-            shard=self.shard_no,
-            events=p.events,
-            triggers=p.triggers,
-            dead_letters=p.dead_letters,
-            counts=p.counts,
-            buffered=buffered,
-            final=final,
-            **tables,
-        )
+        tables = rows.export_tables(events=p.events, triggers=p.triggers, dead_letters=p.dead_letters, **state_rows)
+        return Export(cut=cut, stage=self.stage, shard=self.shard_no, tables=tables, counts=p.counts,
+                      buffered=buffered, final=final)
 
     def _steps(self, watermark: int, complete: bool) -> list[tuple[int, bool, bool]]:
         """The advance in steps (target, is_cut, is_final); the end of input is a final cut."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 from bytewax.operators import StatefulBatchLogic
 
@@ -167,16 +168,14 @@ class WarehouseLogic(StatefulBatchLogic):
 
     # ------------------------------------------------------------ parts
 
-    def _write_part(self, table: str, data: list[tuple[Any, ...]]) -> None:
-        if not data:
-            return
+    def _write_part(self, table: str, data: pa.Table) -> None:
         st = self.state
         st.seq += 1
         folder = self.parts_dir / table
         folder.mkdir(parents=True, exist_ok=True)
         path = (folder / f"{st.seq:08d}-{self.run_id}.parquet").resolve()
         # Named in the state now, on disk once the writer thread gets to it (see snapshot).
-        self._writes.append(self._writer.submit(_write_parquet, table, data, path))
+        self._writes.append(self._writer.submit(_write_parquet, data, path))
         st.parts[table].append(str(path))
         if len(self._writes) > MAX_QUEUED_WRITES:
             self._drain_writes(keep=MAX_QUEUED_WRITES // 2)
@@ -193,22 +192,19 @@ class WarehouseLogic(StatefulBatchLogic):
 
     def _apply(self, cut: int, exports: list[Export]) -> None:
         st = self.state
-        contacts: list[tuple[Any, ...]] = []
-        gather: dict[str, list[tuple[Any, ...]]] = {"identities": [], "events": [], "triggers": [], "dead_letters": []}
+        gather: dict[str, list[pa.Table]] = {name: [] for name in rows.PART_SCHEMAS}
         buffered = 0
         # Shards export in any order; sort so part contents do not depend on arrival.
         for ex in sorted(exports, key=lambda e: (e.stage, e.shard)):
-            contacts.extend(ex.contacts)
-            contacts.extend(rows.merged_row(*m) for m in ex.merged)
-            for table in gather:
-                gather[table].extend(getattr(ex, table))
+            for name, table in ex.tables.items():
+                gather[name].append(table)
             for k, v in ex.counts.items():
                 st.totals[k] = st.totals.get(k, 0) + v
             buffered += ex.buffered
         st.totals["buffered"] = buffered
-        self._write_part("contacts", contacts)
-        for table, data in gather.items():
-            self._write_part(table, data)
+        for name, tables in gather.items():
+            if tables:
+                self._write_part(name, pa.concat_tables(tables) if len(tables) > 1 else tables[0])
         st.last_cut = cut
         st.final = any(ex.final for ex in exports)
         st.dirty = True
@@ -322,11 +318,11 @@ class _Applied:
     identities: frozenset[str]
 
 
-def _write_parquet(table: str, data: list[Any], path: Path) -> None:
-    """Write one part (builder of the part-writer thread); a tmp name keeps readers off half a file."""
+def _write_parquet(data: pa.Table, path: Path) -> None:
+    """Write one part (on the part-writer thread); a tmp name keeps readers off half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    pq.write_table(rows.to_table(table, data), tmp, compression="zstd")
+    pq.write_table(data, tmp, compression="zstd")
     os.replace(tmp, path)
 
 

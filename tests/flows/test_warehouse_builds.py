@@ -45,8 +45,9 @@ def _exports(chunks: int) -> list[Export]:
             links += [rows.identity_row(d, cid, at) for d, (cid, at) in changed_links.items()]
         for shard in pipe.contact_shards:
             contacts += [rows.contact_row(c, steps) for c in shard.take_changes().values()]
-        out.append(Export(cut=cut, stage="contacts", shard=0, contacts=contacts, merged=merged, identities=links,
-                          events=pipe.applied[applied:], triggers=pipe.triggers[fired:],
+        tables = rows.export_tables(contacts=contacts, merged=merged, identities=links,
+                                    events=pipe.applied[applied:], triggers=pipe.triggers[fired:])
+        out.append(Export(cut=cut, stage="contacts", shard=0, tables=tables,
                           counts={"accepted": len(pipe.applied) - applied}, final=cut == chunks - 1))
     return out
 

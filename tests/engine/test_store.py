@@ -1,0 +1,81 @@
+"""The contact store: idle contacts frozen to bytes, thawed on access, with identical results."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.contact import ContactState
+from engine.decode import decode_line
+from engine.events import Event
+from engine.pipeline import LocalPipeline
+from engine.store import ContactStore
+from leadstream.generate import GenerateOptions, generate_lines
+
+CONFIG = Path(__file__).resolve().parents[2] / "examples" / "marketing.toml"
+
+
+def _contact(cid: str, score: float) -> ContactState:
+    c = ContactState(cid, cid)
+    c.scores["default"] = score
+    c.traits["email"] = f"{cid}@example.com"
+    return c
+
+
+def test_frozen_contacts_thaw_on_access_and_stay_single() -> None:
+    """Freezing keeps the mapping; the first access thaws one live object that later updates land on."""
+    store = ContactStore()
+    for i in range(5):
+        store[f"u{i}"] = _contact(f"u{i}", float(i))
+    assert store.freeze_except({"u0"}) == 4
+    assert store.live == 1 and len(store) == 5 and "u3" in store and "nope" not in store
+    thawed = store.get("u3")
+    assert thawed is not None and thawed.scores == {"default": 3.0} and store.live == 2
+    thawed.scores["default"] = 99.0
+    assert store["u3"] is thawed  # the same live object, not a second copy
+    assert store.get("nope", "missing") == "missing"
+    with pytest.raises(KeyError):
+        store["nope"]
+    assert store.pop("u4").traits == {"email": "u4@example.com"} and "u4" not in store
+    assert sorted(store.keys()) == ["u0", "u1", "u2", "u3"]
+    store["u1"] = _contact("u1", 7.0)  # replacing a frozen one drops the frozen copy
+    store.freeze_except(())
+    assert store.live == 0 and store["u1"].scores == {"default": 7.0} and store["u3"].scores == {"default": 99.0}
+
+
+def test_store_pickles_and_compares_by_content() -> None:
+    """A recovery snapshot keeps frozen contacts as they are; equality ignores live or frozen."""
+    a, b = ContactStore(), ContactStore()
+    for store in (a, b):
+        store["u1"] = _contact("u1", 1.0)
+        store["u2"] = _contact("u2", 2.0)
+    a.freeze_except({"u1"})
+    assert a == b
+    back = pickle.loads(pickle.dumps(a))
+    assert back == b and back.live == 1
+    b["u2"].scores["default"] = 3.0
+    assert a != b
+
+
+def test_freezing_mid_run_changes_no_result() -> None:
+    """Freezing every contact between two halves of a run gives the same triggers and state."""
+    config = load_config(CONFIG)
+    events = [e for e in (decode_line(line, "gen") for line in generate_lines(
+        GenerateOptions(events=8_000, contacts=600, seed=13))) if isinstance(e, Event)]
+    plain, frozen = LocalPipeline(config, shards=4), LocalPipeline(config, shards=4)
+    half = len(events) // 2
+    for pipe in (plain, frozen):
+        pipe.feed(events[:half], batch=400)
+    for shard in frozen.identity:
+        shard.profiles.freeze_except(())
+    for shard in frozen.contact_shards:
+        shard.contacts.freeze_except(())
+    assert sum(s.contacts.live for s in frozen.contact_shards) == 0
+    for pipe in (plain, frozen):
+        pipe.feed(events[half:], batch=400)
+        pipe.finish()
+    assert frozen.results() == plain.results()
+    assert len(plain.triggers) > 100
