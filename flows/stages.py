@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import orjson
+import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
 from engine.config import Config
@@ -31,6 +32,9 @@ from .packets import Export, ToContacts, ToIdentity
 # following a live stream (latency), rarely in a replay (every broadcast is N packets).
 BROADCAST_FOLLOW_S = 0.2
 BROADCAST_REPLAY_S = 1.0
+
+# Events (or triggers) a shard keeps as objects before turning them into an Arrow chunk.
+PENDING_CHUNK = 4096
 
 # Tags of the values the stateful steps emit; the flow splits on them.
 TO_CONTACTS, TRIGGER, DEAD_LETTER, EXPORT = "c", "t", "d", "x"
@@ -60,13 +64,22 @@ class _Pending:
     triggers: list[Any] = field(default_factory=list)  # Trigger
     dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    # Events and triggers already turned into Arrow tables, a chunk at a time: a few
+    # seconds of decoded events hold far more memory than their columns, and building
+    # the columns as they come spreads the work instead of stalling the shard at a cut.
+    chunks: dict[str, list[pa.Table]] = field(default_factory=lambda: {"events": [], "triggers": []})
 
     def absorb(self, out: ShardOutput) -> None:
-        # The objects themselves: the warehouse writer builds Arrow columns from them.
         self.events.extend(out.applied)
         self.triggers.extend(out.triggers)
         for k, v in out.counts.items():
             self.counts[k] = self.counts.get(k, 0) + v
+        if len(self.events) >= PENDING_CHUNK:
+            self.chunks["events"].append(rows.events_table(self.events))
+            self.events = []
+        if len(self.triggers) >= PENDING_CHUNK:
+            self.chunks["triggers"].append(rows.triggers_table(self.triggers))
+            self.triggers = []
 
 
 def _trigger_lines(out: ShardOutput) -> list[tuple[str, tuple[str, str]]]:
@@ -119,6 +132,9 @@ class _ShardLogic(StatefulBatchLogic):
         p = self.pending
         self.pending = _Pending()
         tables = rows.export_tables(events=p.events, triggers=p.triggers, dead_letters=p.dead_letters, **state_rows)
+        for name, chunks in p.chunks.items():
+            if chunks:
+                tables[name] = pa.concat_tables(chunks + [tables[name]] if name in tables else chunks)
         return Export(cut=cut, stage=self.stage, shard=self.shard_no, tables=tables, counts=p.counts,
                       buffered=buffered, final=final)
 
