@@ -66,8 +66,8 @@ class ContactShard:
     def take_changes(self) -> dict[str, ContactState]:
         """Return and forget the contacts that changed since the last call."""
         changed = {cid: self.contacts[cid] for cid in self.changed}
-        # A cut is where idle contacts are frozen: whatever did not change since the last one.
-        self.contacts.freeze_except(self.changed)
+        # A cut is where contacts idle for a few cuts are frozen (see engine/store.py).
+        self.contacts.cut(self.changed)
         self.changed = set()
         return changed
 

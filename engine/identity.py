@@ -128,8 +128,8 @@ class IdentityShard:
         links = {d: self.links[d] for d in self.changed_links}
         profiles = {a: self.profiles[a] for a in self.changed_profiles if a in self.profiles}
         removed = self.removed_profiles
-        # A cut is where idle profiles are frozen: whatever did not change since the last one.
-        self.profiles.freeze_except(self.changed_profiles)
+        # A cut is where profiles idle for a few cuts are frozen (see engine/store.py).
+        self.profiles.cut(self.changed_profiles)
         self.changed_links, self.changed_profiles, self.removed_profiles = set(), set(), {}
         return links, profiles, removed
 

@@ -1,10 +1,11 @@
-"""A shard's timer service (Flink's, in miniature): one heap of (due, contact, timer) per shard.
+"""A shard's timer service (Flink's, in miniature): one heap of (due, contact) per shard.
 
 Contacts own their timers (``ContactState.timers``); the queue only remembers when to
-wake a contact up. Most timers move *later* with every event (a quiet-period wait, an
-inactivity decay step), so the queue keeps its earlier entry and, when that surfaces,
-the shard looks at the contact's real due time and re-queues it: one heap push per
-wake-up instead of one per event. Cancelled timers are skipped when they surface.
+wake a contact up, one entry per contact for its earliest timer. Most timers move
+*later* with every event (a quiet-period wait, an inactivity decay step), so the queue
+keeps its earlier entry and, when that surfaces, the shard looks at the contact's real
+timers and re-queues it: one heap push per wake-up instead of one per event. An entry
+per contact, not per timer, keeps the queue at about 150 bytes per contact.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from typing import Any, Callable
 
 
 class TimerQueue:
-    """Due times of every timer of every contact in one shard, earliest first."""
+    """When each contact of one shard next needs waking up, earliest first."""
 
     __slots__ = ("_heap", "_known")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, str, str]] = []
-        self._known: dict[tuple[str, str], int] = {}
+        self._heap: list[tuple[int, str]] = []
+        self._known: dict[str, int] = {}  # contact -> the earliest due queued for it
 
     def __len__(self) -> int:
         return len(self._known)
@@ -30,48 +31,59 @@ class TimerQueue:
 
         A timer that moved later keeps its earlier heap entry (see the module doc).
         """
-        known, heap = self._known, self._heap
-        for key, due in timers.items():
-            have = known.get((contact_id, key))
-            if have is None or due < have:
-                known[(contact_id, key)] = due
-                heappush(heap, (due, contact_id, key))
-        if len(heap) > 2 * len(known) + 1024:
-            # Many moved timers (every activity restarts a re-engagement wait): compact.
-            self._heap = [(due, cid, key) for (cid, key), due in known.items()]
-            heapify(self._heap)
+        if not timers:
+            return
+        due = min(timers.values())
+        have = self._known.get(contact_id)
+        if have is None or due < have:
+            self._known[contact_id] = due
+            heappush(self._heap, (due, contact_id))
+            if len(self._heap) > 2 * len(self._known) + 1024:
+                # Many timers moved earlier since they were queued: drop the stale entries.
+                self._heap = [(d, cid) for cid, d in self._known.items()]
+                heapify(self._heap)
 
     def next_due(self) -> int | None:
-        """The earliest due time, if any timer is pending."""
+        """The earliest due time queued, if any."""
         return self._heap[0][0] if self._heap else None
 
-    def pop(self) -> tuple[int, str, str]:
-        """Remove and return the earliest (due, contact_id, timer name)."""
-        due, cid, key = heappop(self._heap)
-        if self._known.get((cid, key)) == due:
-            del self._known[(cid, key)]
-        return due, cid, key
+    def pop(self) -> tuple[int, str]:
+        """Remove and return the earliest (due, contact_id)."""
+        due, cid = heappop(self._heap)
+        if self._known.get(cid) == due:
+            del self._known[cid]
+        return due, cid
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (self._heap, self._known)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self._heap, self._known = state
+        heap, known = state
+        if known and isinstance(next(iter(known)), tuple):
+            # A recovery snapshot from before one entry per contact: (contact, timer) -> due.
+            per_contact: dict[str, int] = {}
+            for (cid, _), due in known.items():
+                if due < per_contact.get(cid, due + 1):
+                    per_contact[cid] = due
+            known, heap = per_contact, [(d, cid) for cid, d in per_contact.items()]
+            heapify(heap)
+        self._heap, self._known = heap, known
 
 
 def advance_in_time(
     buffer: Any,
     timers: TimerQueue,
     watermark: int,
-    contacts: dict[str, Any],
+    contacts: Any,
     apply_item: Callable[[Any], None],
     fire: Callable[[Any, str, int], None],
 ) -> None:
     """Apply buffered items and fire timers up to the watermark, in event-time order.
 
     Both stages advance this way. At equal times items go first: a deadline has not
-    passed while events of its very instant are still arriving. ``fire(contact, key,
-    due)`` runs for timers still due as queued; one that moved later is queued again.
+    passed while events of its very instant are still arriving. Timers fire in
+    (due, contact, timer name) order, one per wake-up: ``fire(contact, key, due)``,
+    after which the contact is queued again for its next timer.
     """
     buffer.advance_to(watermark)
     limit = buffer.watermark
@@ -80,15 +92,14 @@ def advance_in_time(
         if ev is not None and ev <= limit and (due is None or ev <= due):
             apply_item(buffer.pop_ready())
         elif due is not None and due <= limit:
-            due, cid, key = timers.pop()
+            due, cid = timers.pop()
             contact = contacts.get(cid)
-            if contact is None:
-                continue  # merged away or never kept: its timers went with it
-            actual = contact.timers.get(key)
-            if actual is not None and actual > due:
-                timers.sync(cid, {key: actual})  # it moved later since it was queued
-            elif actual == due:
-                fire(contact, key, due)
-                timers.sync(cid, contact.timers)
+            if contact is None or not contact.timers:
+                continue  # merged away, erased or never kept: its timers went with it
+            pending = contact.timers
+            actual, key = min((d, k) for k, d in pending.items())
+            if actual <= due:
+                fire(contact, key, actual)
+            timers.sync(cid, pending)  # the next timer, or the one that moved later
         else:
             break

@@ -12,7 +12,8 @@ from engine.contact import ContactState
 from engine.decode import decode_line
 from engine.events import Event
 from engine.pipeline import LocalPipeline
-from engine.store import ContactStore
+from engine.store import IDLE_CUTS, ContactStore, freeze, thaw
+from engine.workflows import Run
 from leadstream.generate import GenerateOptions, generate_lines
 
 CONFIG = Path(__file__).resolve().parents[2] / "examples" / "marketing.toml"
@@ -44,6 +45,36 @@ def test_frozen_contacts_thaw_on_access_and_stay_single() -> None:
     store["u1"] = _contact("u1", 7.0)  # replacing a frozen one drops the frozen copy
     store.freeze_except(())
     assert store.live == 0 and store["u1"].scores == {"default": 7.0} and store["u3"].scores == {"default": 99.0}
+
+
+def test_a_cut_freezes_only_contacts_idle_for_several_cuts() -> None:
+    """A contact stays live while it changed within the last IDLE_CUTS cuts, then freezes."""
+    store = ContactStore()
+    for cid in ("busy", "once"):
+        store[cid] = _contact(cid, 1.0)
+    assert store.cut({"busy", "once"}) == 0
+    for n in range(1, IDLE_CUTS):
+        assert store.cut({"busy"}) == 0, f"cut {n}: 'once' has been idle for fewer than {IDLE_CUTS} cuts"
+    assert store.cut({"busy"}) == 1 and store.live == 1 and store.get("busy") is not None
+    assert store["once"].scores == {"default": 1.0} and store.live == 2
+
+
+@pytest.mark.parametrize("odd", [False, True], ids=["builtin values: marshal", "other values: pickle"])
+def test_freeze_round_trips_every_field(odd: bool) -> None:
+    """Workflow runs, tuples, interned keys and nested JSON values come back equal; odd values fall back."""
+    c = _contact("u1", 2.5)
+    c.counts["Order Completed"] = 3
+    c.caps["r1"] = (12, 1)
+    c.traits["plan"] = {"tier": "pro", "seats": [1, 2.5, None, True]}
+    c.runs["wf:nurture"] = Run("nurture", "m-1", 2, 10, 20, 30, {"topic": "ai"}, "wf:nurture")
+    c.timers["wf:nurture"] = 30
+    if odd:
+        c.traits["weird"] = frozenset({1})  # not JSON, not marshal-able with runs as Run objects
+        c.traits["obj"] = _contact("x", 0.0)
+    blob = freeze(c)
+    assert (blob[0] == pickle.PROTO[0]) == odd
+    back = thaw(blob)
+    assert back == c and back.runs["wf:nurture"] == c.runs["wf:nurture"] and back.runs is not c.runs
 
 
 def test_store_pickles_and_compares_by_content() -> None:
