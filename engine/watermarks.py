@@ -17,7 +17,10 @@ class SourceClock:
 
     A partition's own watermark is its newest event time minus the allowed lateness.
     A followed partition that has gone idle extrapolates its event time by the idle
-    wall time (its data in flight has all arrived), so idle streams still fire timers.
+    wall time, as if it kept sending events stamped "now", so idle streams still fire
+    timers. The lateness still applies: an event that arrives after a pause, but within
+    the allowed lateness of the newest one, is on time, as it would be without the pause;
+    and a pause does not release the last lateness' worth of events at once.
     A partition at end of input no longer holds anything back; once every partition
     has ended, the watermark is the newest event time of all: everything read is
     applied, and timers due later stay pending, as they would in a live run.
@@ -72,7 +75,7 @@ class SourceClock:
             return None if idle > 0 else NEVER
         wm = watermark_for(newest, self.lateness_ms)
         if idle > 0:
-            wm = max(wm, newest + idle - 1)
+            wm = watermark_for(newest + idle, self.lateness_ms)
         return wm
 
     def watermark(self) -> int:

@@ -37,12 +37,13 @@ class FlowOptions:
     kafka_eof: bool = False  # end each Kafka partition at the end of what the broker has
     kafka_config: tuple[tuple[str, str], ...] = ()  # extra librdkafka settings for every Kafka client
     webhook: Any = None  # a webhook.WebhookDelivery that also receives every trigger
+    single_process: bool = True  # False in a cluster: exports then cross processes as Arrow tables
 
 
 def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     """Build the dataflow for one config and one set of inputs and outputs."""
     shards = opts.shards or config.settings.shards
-    ctx = StageContext(config, opts.parts, shards, opts.follow)
+    ctx = StageContext(config, opts.parts, shards, opts.follow, opts.single_process)
     # Cuts come twice per interval, so a complete one is always ready when a snapshot is due.
     router = Router(shards, config.settings.allowed_lateness_ms, opts.snapshot_interval_s / 2, opts.follow,
                     config.privacy.consent_category)

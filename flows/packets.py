@@ -47,15 +47,16 @@ class ToContacts(ByFields):
 class Export(ByFields):
     """One shard's rows for one snapshot cut: what changed since its previous cut.
 
-    The rows travel as Arrow tables (``rows.export_tables``), built by the shard: the
-    writer may sit in another process, and a table crosses it as a few buffers instead
-    of thousands of pickled objects; building them also spreads over every shard.
+    In a cluster the rows travel as Arrow tables (``rows.export_tables``), built by the
+    shard: the writer may sit in another process, and a table crosses it as a few
+    buffers instead of thousands of pickled objects. In a single process they travel
+    as ``rows.PendingRows`` that the writer's part thread turns into tables.
     """
 
     cut: int
     stage: str  # "identity" or "contacts"
     shard: int
-    tables: dict[str, Any] = field(default_factory=dict)  # part table name -> pyarrow.Table, only non-empty ones
+    tables: dict[str, Any] = field(default_factory=dict)  # part name -> pyarrow.Table or PendingRows, non-empty
     counts: dict[str, int] = field(default_factory=dict)
     buffered: int = 0
     final: bool = False  # the export at the end of input

@@ -63,9 +63,8 @@ class Router:
         self._max[batch.part] = newest
         tick = Tick(batch.part, newest, batch.idle_ms, batch.eof)
         if newest > NEVER:
-            own = watermark_for(newest, self.lateness_ms)
-            if batch.idle_ms:
-                own = max(own, newest + batch.idle_ms - 1)
+            # An idle partition extrapolates its event time (see engine.watermarks.SourceClock).
+            own = watermark_for(newest + batch.idle_ms, self.lateness_ms)
             self._announced[batch.part] = max(own, self._announced.get(batch.part, NEVER))
         now = time.monotonic()
         cut = None

@@ -25,7 +25,7 @@ from engine.ordering import NEVER
 from engine.routing import Routed, ShardOutput
 from engine.watermarks import CutQueue, SourceClock, UpstreamClock
 
-from . import rows
+from . import rows, runtime
 from .packets import Export, ToContacts, ToIdentity
 
 # How often a shard's progress reaches downstream shards it sent nothing to: often when
@@ -48,6 +48,9 @@ class StageContext:
     parts: tuple[str, ...]
     shards: int
     follow: bool = False
+    # Exports stay in this process: shards leave building their Arrow tables to the
+    # warehouse's part writer (see rows.PendingRows).
+    single_process: bool = True
     engine: Engine = field(init=False)
 
     def __post_init__(self) -> None:
@@ -131,10 +134,8 @@ class _ShardLogic(StatefulBatchLogic):
     def _export(self, cut: int, buffered: int, final: bool, **state_rows: Any) -> Export:
         p = self.pending
         self.pending = _Pending()
-        tables = rows.export_tables(events=p.events, triggers=p.triggers, dead_letters=p.dead_letters, **state_rows)
-        for name, chunks in p.chunks.items():
-            if chunks:
-                tables[name] = pa.concat_tables(chunks + [tables[name]] if name in tables else chunks)
+        tables = rows.export_tables(events=p.events, triggers=p.triggers, dead_letters=p.dead_letters,
+                                    chunks=p.chunks, defer=self.ctx.single_process, **state_rows)
         return Export(cut=cut, stage=self.stage, shard=self.shard_no, tables=tables, counts=p.counts,
                       buffered=buffered, final=final)
 
@@ -214,6 +215,7 @@ class IdentityLogic(_ShardLogic):
                     merged=[(anon, into, at) for anon, (into, at) in sorted(removed.items())],
                     identities=[rows.identity_row(d, cid, at) for d, (cid, at) in links.items()],
                 )))
+        runtime.checkpoint()
         return emitted, self.RETAIN
 
     def _flush(self, out: ShardOutput, watermark: int, cut: int | None, final: bool, emitted: list[Any]) -> None:
@@ -286,6 +288,7 @@ class ContactLogic(_ShardLogic):
                 emitted.append((EXPORT, self._export(
                     target, len(state.buffer), final,
                     contacts=[rows.contact_row(c, self.ctx.steps) for c in changed.values()])))
+        runtime.checkpoint()
         return emitted, self.RETAIN
 
     def snapshot(self) -> dict[str, Any]:

@@ -168,7 +168,7 @@ class WarehouseLogic(StatefulBatchLogic):
 
     # ------------------------------------------------------------ parts
 
-    def _write_part(self, table: str, data: pa.Table) -> None:
+    def _write_part(self, table: str, data: list[Any]) -> None:
         st = self.state
         st.seq += 1
         folder = self.parts_dir / table
@@ -192,7 +192,7 @@ class WarehouseLogic(StatefulBatchLogic):
 
     def _apply(self, cut: int, exports: list[Export]) -> None:
         st = self.state
-        gather: dict[str, list[pa.Table]] = {name: [] for name in rows.PART_SCHEMAS}
+        gather: dict[str, list[Any]] = {name: [] for name in rows.PART_SCHEMAS}  # tables or PendingRows
         buffered = 0
         # Shards export in any order; sort so part contents do not depend on arrival.
         for ex in sorted(exports, key=lambda e: (e.stage, e.shard)):
@@ -204,7 +204,7 @@ class WarehouseLogic(StatefulBatchLogic):
         st.totals["buffered"] = buffered
         for name, tables in gather.items():
             if tables:
-                self._write_part(name, pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+                self._write_part(name, tables)
         st.last_cut = cut
         st.final = any(ex.final for ex in exports)
         st.dirty = True
@@ -318,8 +318,9 @@ class _Applied:
     identities: frozenset[str]
 
 
-def _write_parquet(data: pa.Table, path: Path) -> None:
-    """Write one part (on the part-writer thread); a tmp name keeps readers off half a file."""
+def _write_parquet(data: list[Any], path: Path) -> None:
+    """Assemble and write one part (on the part-writer thread); a tmp name keeps readers off half a file."""
+    data = rows.assemble(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     pq.write_table(data, tmp, compression="zstd")

@@ -228,7 +228,8 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
                                   batch_size=args.webhook_batch)
     opts = FlowOptions(parts, warehouse, triggers, dead, follow, args.snapshot_interval, args.shards,
                        kafka_input=kafka_input, kafka_eof=getattr(args, "kafka_eof", False),
-                       kafka_config=tuple(sorted(_kafka_config(args).items())), webhook=webhook)
+                       kafka_config=tuple(sorted(_kafka_config(args).items())), webhook=webhook,
+                       single_process=pid is None)
     flow = build_flow(config, opts)
     epoch = timedelta(seconds=getattr(args, "epoch_interval", 10.0))
     started = time.monotonic()

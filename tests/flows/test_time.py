@@ -65,7 +65,11 @@ def _triggers(path: Path) -> list[dict]:
 
 
 def test_idle_stream_fires_timers_within_a_second(tmp_path: Path) -> None:
-    """With --follow, a stream that goes quiet still fires a due timer about a second after its due time."""
+    """With --follow, a stream that goes quiet still fires a due timer once the allowed lateness has passed it.
+
+    The watermark of a quiet stream follows the wall clock minus the lateness (5 s here),
+    as it would if events kept coming, so the timer fires within a second after that.
+    """
     config = tmp_path / "quick.toml"
     config.write_text(QUICK)
     folder, out = tmp_path / "in", tmp_path / "out"
@@ -89,7 +93,8 @@ def test_idle_stream_fires_timers_within_a_second(tmp_path: Path) -> None:
     assert seen is not None, "the timer never fired while the stream was idle"
     reminder = next(t for t in _triggers(out / "t.jsonl") if t["params"].get("template") == "cart_reminder")
     assert parse_iso_ms(reminder["event_time"]) == due, "a timer's trigger carries its due time"
-    assert seen - due < 1500, f"fired {seen - due:.0f} ms after its due time"
+    lateness = 5000
+    assert lateness <= seen - due < lateness + 1500, f"fired {seen - due:.0f} ms after its due time"
 
 
 def test_live_run_equals_fast_replay(tmp_path: Path) -> None:

@@ -1,0 +1,45 @@
+"""Source watermarks: the minimum over partitions, and idle partitions that follow the wall clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.ordering import NEVER, ReorderBuffer
+from engine.watermarks import SourceClock
+
+LATENESS = 5_000
+
+
+@pytest.mark.parametrize("idle_ms, expected", [
+    (0, 100_000 - LATENESS - 1),
+    (200, 100_200 - LATENESS - 1),
+    (3_000, 103_000 - LATENESS - 1),
+    (60_000, 160_000 - LATENESS - 1),
+])
+def test_an_idle_partition_extrapolates_its_event_time_and_keeps_the_lateness(idle_ms: int, expected: int) -> None:
+    """Idle for N ms, a partition's watermark is where N ms more of events would have put it."""
+    clock = SourceClock(("a",), LATENESS)
+    clock.observe("a", 100_000, idle_ms=idle_ms)
+    assert clock.watermark() == expected
+
+
+def test_an_event_after_a_pause_but_within_the_lateness_is_on_time() -> None:
+    """A short pause does not make an event late that arrives within the allowed lateness (P1)."""
+    clock, buffer = SourceClock(("a",), LATENESS), ReorderBuffer()
+    clock.observe("a", 100_000)
+    clock.observe("a", 100_000, idle_ms=1_000)  # a second without data
+    buffer.advance_to(clock.watermark())
+    assert not buffer.is_late(97_000)  # 3 s older than the newest event: still on time
+    assert buffer.is_late(95_000)
+
+
+def test_new_data_never_moves_an_idle_watermark_back() -> None:
+    """Data after a long pause may be older than the extrapolated time; the watermark holds."""
+    clock = SourceClock(("a", "b"), LATENESS)
+    clock.observe("a", 100_000, idle_ms=20_000)
+    clock.observe("b", 200_000)
+    held = clock.watermark()
+    assert held == 120_000 - LATENESS - 1
+    clock.observe("a", 101_000)  # data again: idle 0, but the floor keeps the watermark
+    assert clock.watermark() == held
+    assert SourceClock(("a",), LATENESS).watermark() == NEVER
