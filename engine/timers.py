@@ -38,8 +38,9 @@ class TimerQueue:
         if have is None or due < have:
             self._known[contact_id] = due
             heappush(self._heap, (due, contact_id))
-            if len(self._heap) > 2 * len(self._known) + 1024:
-                # Many timers moved earlier since they were queued: drop the stale entries.
+            if len(self._heap) > len(self._known) + (len(self._known) >> 2) + 1024:
+                # Many timers moved earlier since they were queued: drop the stale entries
+                # (a quarter of slack keeps this linear rebuild rare).
                 self._heap = [(d, cid) for cid, d in self._known.items()]
                 heapify(self._heap)
 
