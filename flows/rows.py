@@ -225,7 +225,7 @@ class PendingRows:
         tables = list(self.chunks)
         if self.rows or not tables:
             tables.append(to_table(self.name, self.rows))
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        return assemble(tables)
 
 
 def assemble(parts: list[pa.Table | PendingRows]) -> pa.Table:

@@ -1,4 +1,4 @@
-"""Interpreter settings for flow runs: the cyclic garbage collector, run at snapshot cuts.
+"""Interpreter settings for flow runs: the cyclic garbage collector, run at checkpoints.
 
 A run keeps hundreds of thousands of small containers alive (contact states, reorder
 buffers, dedupe windows, timer heaps) and allocates a few more per event. CPython's
@@ -11,9 +11,9 @@ cyclic objects in 300k events: the state is trees of dicts and lists, freed by
 reference counting.
 
 So during a run the automatic collector is off, and the shards call ``checkpoint``
-at their snapshot cuts: at most every CHECKPOINT_S seconds it collects what was
-allocated since the previous checkpoint and then moves the survivors into the
-permanent generation (``gc.freeze``), so no pass ever re-scans the long-lived state.
+after every batch: at most every CHECKPOINT_S seconds it collects what was allocated
+since the previous checkpoint and then moves the survivors into the permanent
+generation (``gc.freeze``), so no pass ever re-scans the long-lived state.
 A cycle that survives a checkpoint and only later becomes garbage is not reclaimed;
 at the rate measured that is a few kilobytes per million events.
 """
