@@ -5,6 +5,11 @@ twice a day. A live ContactState is a dozen small dicts (about 4-5 KB); frozen i
 about 0.65 KB. So at snapshot cuts a shard freezes the contacts that stayed idle for
 a few cuts, and the first access thaws one again. Only one copy is ever live: a
 frozen contact is bytes until it is thawed, so nothing can update a stale object.
+
+Frozen contacts of one shard repeat the same keys, workflow names and id prefixes, so
+once a store holds enough of them it trains a zstd dictionary on them and compresses
+every frozen contact with it: about 625 bytes become 130, for 3 us to compress and
+1.6 us to decompress (a freeze or thaw itself costs about 20 us).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import marshal
 import pickle
 from collections import deque
 from typing import Any, Iterable, Iterator
+
+import zstandard
 
 from .contact import ContactState
 from .workflows import Run
@@ -26,6 +33,11 @@ IDLE_CUTS = 3
 _RUNS = ContactState.__slots__.index("runs")
 _PICKLED = 0x80  # pickle's PROTO opcode; no marshal type code starts with it
 _MARSHAL_VERSION = 4
+_ZSTD = 0x01  # tag of a compressed blob; neither marshal nor pickle output starts with it
+
+TRAIN_AFTER = 512  # frozen contacts a store holds before it trains its dictionary
+TRAIN_SAMPLES = 1024  # frozen contacts the dictionary is trained on (about 80 ms)
+DICTIONARY_BYTES = 4096
 
 
 def freeze(contact: ContactState) -> bytes:
@@ -55,14 +67,62 @@ def thaw(blob: bytes) -> ContactState:
     return c
 
 
+class BlobCodec:
+    """Compresses one store's frozen contacts with a zstd dictionary trained on its own contacts.
+
+    Only the dictionary is state (it is pickled with the store); the zstd contexts,
+    about 200 KB per store, are rebuilt from it.
+    """
+
+    __slots__ = ("dictionary", "_compress", "_decompress")
+
+    def __init__(self, dictionary: bytes | None = None) -> None:
+        self.dictionary = dictionary
+        self._compress: Any = None
+        self._decompress: Any = None
+        if dictionary is not None:
+            d = zstandard.ZstdCompressionDict(dictionary)
+            # Magicless frames without checksum or dictionary id: 10 bytes less per
+            # contact; the tag byte and the store's own dictionary make them unambiguous.
+            params = zstandard.ZstdCompressionParameters.from_level(
+                1, window_log=12, format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+                write_content_size=True, write_checksum=False, write_dict_id=False)
+            self._compress = zstandard.ZstdCompressor(dict_data=d, compression_params=params).compress
+            self._decompress = zstandard.ZstdDecompressor(
+                dict_data=d, format=zstandard.FORMAT_ZSTD1_MAGICLESS).decompress
+
+    @classmethod
+    def train(cls, samples: list[bytes]) -> BlobCodec | None:
+        """A codec with a dictionary trained on ``samples``, or None when zstd finds too little to learn."""
+        try:
+            return cls(zstandard.train_dictionary(DICTIONARY_BYTES, samples).as_bytes())
+        except zstandard.ZstdError:
+            return None
+
+    def pack(self, raw: bytes) -> bytes:
+        """Compress one frozen contact (unchanged while there is no dictionary)."""
+        return raw if self._compress is None else b"\x01" + self._compress(raw)
+
+    def unpack(self, blob: bytes) -> bytes:
+        """Undo ``pack``."""
+        if blob[0] != _ZSTD:
+            return blob
+        if self._decompress is None:
+            msg = "a compressed contact in a store without a dictionary: the store's state is corrupt"
+            raise ValueError(msg)
+        return self._decompress(memoryview(blob)[1:])
+
+
 class ContactStore:
     """A dict-like map of contact id -> ContactState that keeps idle contacts frozen."""
 
-    __slots__ = ("_hot", "_cold", "_recent")
+    __slots__ = ("_hot", "_cold", "_recent", "_codec", "_train_at")
 
     def __init__(self) -> None:
         self._hot: dict[str, ContactState] = {}
         self._cold: dict[str, bytes] = {}
+        self._codec = BlobCodec()
+        self._train_at = TRAIN_AFTER
         # The ids active at the last IDLE_CUTS - 1 cuts: policy, not state, so not pickled.
         self._recent: deque[Any] = deque(maxlen=IDLE_CUTS - 1)
 
@@ -74,7 +134,7 @@ class ContactStore:
         blob = self._cold.pop(cid, None)
         if blob is None:
             return default
-        c = self._hot[cid] = thaw(blob)
+        c = self._hot[cid] = thaw(self._codec.unpack(blob))
         return c
 
     def __getitem__(self, cid: str) -> ContactState:
@@ -93,7 +153,7 @@ class ContactStore:
         if c is not None:
             return c
         blob = self._cold.pop(cid, None)
-        return default if blob is None else thaw(blob)
+        return default if blob is None else thaw(self._codec.unpack(blob))
 
     def __contains__(self, cid: object) -> bool:
         return cid in self._hot or cid in self._cold
@@ -133,10 +193,24 @@ class ContactStore:
         return self._freeze(idle)
 
     def _freeze(self, idle: list[str]) -> int:
-        hot, cold = self._hot, self._cold
+        hot, cold, pack = self._hot, self._cold, self._codec.pack
         for cid in idle:
-            cold[cid] = freeze(hot.pop(cid))
+            cold[cid] = pack(freeze(hot.pop(cid)))
+        if self._codec.dictionary is None and len(cold) >= self._train_at:
+            self._train()
         return len(idle)
+
+    def _train(self) -> None:
+        """Train the dictionary on the frozen contacts so far, and compress them with it."""
+        cold = self._cold
+        samples = [blob for _, blob in zip(range(TRAIN_SAMPLES), cold.values())]
+        codec = BlobCodec.train(samples)
+        if codec is None:
+            self._train_at *= 2  # too uniform or too small to learn from yet: try again later
+            return
+        self._codec = codec
+        for cid, blob in cold.items():
+            cold[cid] = codec.pack(blob)
 
     @property
     def live(self) -> int:
@@ -146,7 +220,8 @@ class ContactStore:
     def as_dict(self) -> dict[str, ContactState]:
         """A plain dict of every contact, frozen ones decoded without thawing them here."""
         out = dict(self._hot)
-        out.update((cid, thaw(blob)) for cid, blob in self._cold.items())
+        unpack = self._codec.unpack
+        out.update((cid, thaw(unpack(blob))) for cid, blob in self._cold.items())
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -154,9 +229,17 @@ class ContactStore:
             return NotImplemented
         return self.as_dict() == other.as_dict()
 
+    @property
+    def frozen_bytes(self) -> int:
+        """Bytes the frozen contacts take, compressed."""
+        return sum(map(len, self._cold.values()))
+
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self._hot, self._cold)
+        return (self._hot, self._cold, self._codec.dictionary)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self._hot, self._cold = state
+        # Recovery state written before compression has no dictionary.
+        self._hot, self._cold, dictionary = state if len(state) == 3 else (*state, None)
+        self._codec = BlobCodec(dictionary)
+        self._train_at = TRAIN_AFTER
         self._recent = deque(maxlen=IDLE_CUTS - 1)

@@ -12,7 +12,8 @@ from engine.contact import ContactState
 from engine.decode import decode_line
 from engine.events import Event
 from engine.pipeline import LocalPipeline
-from engine.store import IDLE_CUTS, ContactStore, freeze, thaw
+from engine import store as store_module
+from engine.store import IDLE_CUTS, TRAIN_AFTER, BlobCodec, ContactStore, freeze, thaw
 from engine.workflows import Run
 from leadstream.generate import GenerateOptions, generate_lines
 
@@ -110,3 +111,52 @@ def test_freezing_mid_run_changes_no_result() -> None:
         pipe.finish()
     assert frozen.results() == plain.results()
     assert len(plain.triggers) > 100
+
+
+def _varied(i: int) -> ContactState:
+    c = _contact(f"anon-{i:08x}", float(i % 40))
+    c.counts["$page"] = i % 9
+    c.counts["Product Added"] = i % 3
+    c.runs["wf:re_engagement"] = Run("re_engagement", f"m-{i}-1", 0, i, i, i + 2_592_000_000, {}, "wf:re_engagement")
+    c.timers["wf:re_engagement"] = i + 2_592_000_000
+    return c
+
+
+def test_a_store_compresses_frozen_contacts_once_it_holds_enough() -> None:
+    """Past TRAIN_AFTER frozen contacts the store trains a dictionary: blobs shrink, contents stay equal."""
+    store = ContactStore()
+    n = TRAIN_AFTER + 200
+    originals = {f"anon-{i:08x}": _varied(i) for i in range(n)}
+    for cid, c in originals.items():
+        store[cid] = pickle.loads(pickle.dumps(c))
+    raw = sum(len(freeze(c)) for c in originals.values())
+    store.freeze_except(())
+    assert store.frozen_bytes < raw * 0.4, f"{store.frozen_bytes} bytes compressed of {raw}"
+    later = _varied(n)
+    store[later.contact_id] = pickle.loads(pickle.dumps(later))
+    store.freeze_except(())  # frozen after training: compressed straight away
+    assert store._cold[later.contact_id][0] == store_module._ZSTD
+    back = pickle.loads(pickle.dumps(store))  # the dictionary travels with the recovery state
+    for s in (store, back):
+        assert s[later.contact_id] == later
+        assert all(s[cid] == c for cid, c in originals.items())
+
+
+def test_a_store_that_cannot_train_keeps_raw_blobs_and_retries_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When zstd finds nothing to learn, contacts stay uncompressed and training waits for twice as many."""
+    tries: list[int] = []
+    monkeypatch.setattr(BlobCodec, "train", classmethod(lambda cls, samples: tries.append(len(samples))))
+    store = ContactStore()
+    for i in range(TRAIN_AFTER):
+        store[f"u{i}"] = _varied(i)
+    store.freeze_except(())
+    assert tries == [TRAIN_AFTER] and store._train_at == 2 * TRAIN_AFTER
+    assert store["u7"] == _varied(7)
+
+
+def test_recovery_state_from_before_compression_loads() -> None:
+    """A store pickled as (live, frozen) by an older version thaws its contacts."""
+    c = _varied(3)
+    old = ContactStore.__new__(ContactStore)
+    old.__setstate__(({}, {c.contact_id: freeze(c)}))
+    assert old[c.contact_id] == c and len(old) == 1

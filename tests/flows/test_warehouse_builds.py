@@ -83,3 +83,28 @@ def test_incremental_snapshots_equal_one_from_scratch(tmp_path: Path, monkeypatc
     assert {t: len(v) for t, v in built.items()} == {t: len(v) for t, v in scratch.items()}
     assert built == scratch
     assert len(built["merges"]) > 0 and len(built["contacts"]) > 100
+
+
+def test_a_build_beyond_its_memory_bound_retries_unbounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB out of memory under BUILD_MEMORY is not a failed run: the build retries without the
+    bound and publishes the same tables, and its spill folder is gone afterwards."""
+    exports = _exports(chunks=2)
+    bounded = warehouse.WarehouseLogic(tmp_path / "bounded.duckdb", 1, 1e9, "test", None)
+    bounded.on_batch(exports)
+    bounded.on_eof()
+    monkeypatch.setattr(warehouse, "BUILD_MEMORY", "1MB")
+    limits: list[str | None] = []
+    build_file = warehouse._build_file
+
+    def recording(plan: Any, bounds: dict[str, str]) -> Any:
+        limits.append(bounds.get("memory_limit"))
+        return build_file(plan, bounds)
+
+    monkeypatch.setattr(warehouse, "_build_file", recording)
+    tight = warehouse.WarehouseLogic(tmp_path / "tight.duckdb", 1, 1e9, "test", None)
+    tight.on_batch(exports)
+    tight.on_eof()
+    assert limits == ["1MB", None], "the bounded attempt should run out of memory, the retry succeed"
+    assert len(tight.state.snapshots) == 1
+    assert _read(tmp_path / "tight.duckdb") == _read(tmp_path / "bounded.duckdb")
+    assert not [p for p in tmp_path.rglob("*.spill")]
