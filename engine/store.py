@@ -17,6 +17,7 @@ from __future__ import annotations
 import marshal
 import pickle
 from collections import deque
+from itertools import islice
 from typing import Any, Iterable, Iterator
 
 import zstandard
@@ -34,6 +35,7 @@ _RUNS = ContactState.__slots__.index("runs")
 _PICKLED = 0x80  # pickle's PROTO opcode; no marshal type code starts with it
 _MARSHAL_VERSION = 4
 _ZSTD = 0x01  # tag of a compressed blob; neither marshal nor pickle output starts with it
+_ZSTD_TAG = bytes([_ZSTD])
 
 TRAIN_AFTER = 512  # frozen contacts a store holds before it trains its dictionary
 TRAIN_SAMPLES = 1024  # frozen contacts the dictionary is trained on (about 80 ms)
@@ -101,7 +103,7 @@ class BlobCodec:
 
     def pack(self, raw: bytes) -> bytes:
         """Compress one frozen contact (unchanged while there is no dictionary)."""
-        return raw if self._compress is None else b"\x01" + self._compress(raw)
+        return raw if self._compress is None else _ZSTD_TAG + self._compress(raw)
 
     def unpack(self, blob: bytes) -> bytes:
         """Undo ``pack``."""
@@ -203,7 +205,7 @@ class ContactStore:
     def _train(self) -> None:
         """Train the dictionary on the frozen contacts so far, and compress them with it."""
         cold = self._cold
-        samples = [blob for _, blob in zip(range(TRAIN_SAMPLES), cold.values())]
+        samples = list(islice(cold.values(), TRAIN_SAMPLES))
         codec = BlobCodec.train(samples)
         if codec is None:
             self._train_at *= 2  # too uniform or too small to learn from yet: try again later

@@ -337,8 +337,6 @@ def _build_snapshot(plan: _BuildPlan) -> tuple[tuple[Any, ...], float, _Applied]
         job.result()  # the parts this snapshot names are on disk
     started = time.monotonic()
     plan.path.parent.mkdir(parents=True, exist_ok=True)
-    # One thread: the flow's worker needs the other core meanwhile, and a snapshot
-    # that takes a little longer to build costs nobody a stall.
     if plan.previous is not None and not plan.path.exists():
         plan.previous = None  # someone removed it: build from scratch
     spill = plan.tmp.with_name(plan.tmp.name + ".spill")
@@ -361,6 +359,8 @@ def _build_file(plan: _BuildPlan, limits: dict[str, str]) -> tuple[dict[str, lis
     if plan.previous is not None:
         # Start from the last snapshot: a file copy, then only what changed since.
         shutil.copyfile(plan.path, plan.tmp)
+    # One thread: the flow's worker needs the other core meanwhile, and a snapshot
+    # that takes a little longer to build costs nobody a stall.
     con = duckdb.connect(config={"threads": BUILD_THREADS, **limits})
     try:
         con.execute(f"ATTACH '{_sql_path(plan.tmp)}' AS snap")
