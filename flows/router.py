@@ -9,6 +9,7 @@ from engine.events import Event
 from engine.ids import shard_of
 from engine.ordering import NEVER, watermark_for
 
+from . import runtime
 from .packets import Tick, ToIdentity
 from .sources import SourceBatch
 
@@ -39,6 +40,7 @@ class Router:
 
     def route(self, batch: SourceBatch) -> list[tuple[str, ToIdentity]]:
         """Decode one batch of lines into (shard key, packet) pairs."""
+        runtime.checkpoint()  # the previous batch is through every step: little is young now
         shards = self.shards
         packets: dict[int, ToIdentity] = {}
         newest = self._max.get(batch.part, NEVER)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import orjson
-import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
 from engine.config import Config
@@ -32,9 +31,6 @@ from .packets import Export, ToContacts, ToIdentity
 # following a live stream (latency), rarely in a replay (every broadcast is N packets).
 BROADCAST_FOLLOW_S = 0.2
 BROADCAST_REPLAY_S = 1.0
-
-# Events (or triggers) a shard keeps as objects before turning them into an Arrow chunk.
-PENDING_CHUNK = 4096
 
 # Tags of the values the stateful steps emit; the flow splits on them.
 TO_CONTACTS, TRIGGER, DEAD_LETTER, EXPORT = "c", "t", "d", "x"
@@ -61,28 +57,32 @@ class StageContext:
 
 @dataclass
 class _Pending:
-    """Rows a shard collected since its last cut."""
+    """Rows a shard collected since its last cut: events and triggers as warehouse columns."""
 
-    events: list[tuple[str, Any]] = field(default_factory=list)  # (contact_id, Event)
-    triggers: list[Any] = field(default_factory=list)  # Trigger
+    events: rows.EventColumns = field(default_factory=rows.EventColumns)
+    triggers: rows.TriggerColumns = field(default_factory=rows.TriggerColumns)
     dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
-    # Events and triggers already turned into Arrow tables, a chunk at a time: a few
-    # seconds of decoded events hold far more memory than their columns, and building
-    # the columns as they come spreads the work instead of stalling the shard at a cut.
-    chunks: dict[str, list[pa.Table]] = field(default_factory=lambda: {"events": [], "triggers": []})
 
     def absorb(self, out: ShardOutput) -> None:
+        """Take what the shard applied and fired; the Event and Trigger objects can then go."""
         self.events.extend(out.applied)
         self.triggers.extend(out.triggers)
         for k, v in out.counts.items():
             self.counts[k] = self.counts.get(k, 0) + v
-        if len(self.events) >= PENDING_CHUNK:
-            self.chunks["events"].append(rows.events_table(self.events))
-            self.events = []
-        if len(self.triggers) >= PENDING_CHUNK:
-            self.chunks["triggers"].append(rows.triggers_table(self.triggers))
-            self.triggers = []
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Recovery state from before columns: events and triggers as objects, some of
+        # them already in Arrow chunks (which came first).
+        events, triggers = state["events"], state["triggers"]
+        if isinstance(events, list):
+            chunks = state.pop("chunks", {})
+            state["events"], state["triggers"] = rows.EventColumns(), rows.TriggerColumns()
+            for name, objects in (("events", events), ("triggers", triggers)):
+                for chunk in chunks.get(name, ()):
+                    state[name].extend_table(chunk)
+                state[name].extend(objects)
+        self.__dict__.update(state)
 
 
 def _trigger_lines(out: ShardOutput) -> list[tuple[str, tuple[str, str]]]:
@@ -135,7 +135,7 @@ class _ShardLogic(StatefulBatchLogic):
         p = self.pending
         self.pending = _Pending()
         tables = rows.export_tables(events=p.events, triggers=p.triggers, dead_letters=p.dead_letters,
-                                    chunks=p.chunks, defer=self.ctx.single_process, **state_rows)
+                                    defer=self.ctx.single_process, **state_rows)
         return Export(cut=cut, stage=self.stage, shard=self.shard_no, tables=tables, counts=p.counts,
                       buffered=buffered, final=final)
 
@@ -215,7 +215,7 @@ class IdentityLogic(_ShardLogic):
                     merged=[(anon, into, at) for anon, (into, at) in sorted(removed.items())],
                     identities=[rows.identity_row(d, cid, at) for d, (cid, at) in links.items()],
                 )))
-        runtime.checkpoint()
+        runtime.checkpoint(runtime.FALLBACK_S)
         return emitted, self.RETAIN
 
     def _flush(self, out: ShardOutput, watermark: int, cut: int | None, final: bool, emitted: list[Any]) -> None:
@@ -288,7 +288,7 @@ class ContactLogic(_ShardLogic):
                 emitted.append((EXPORT, self._export(
                     target, len(state.buffer), final,
                     contacts=[rows.contact_row(c, self.ctx.steps) for c in changed.values()])))
-        runtime.checkpoint()
+        runtime.checkpoint(runtime.FALLBACK_S)
         return emitted, self.RETAIN
 
     def snapshot(self) -> dict[str, Any]:
