@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from heapq import merge as _merge_sorted
+from operator import attrgetter
 from typing import Any
 
 
@@ -129,7 +130,7 @@ class ContactState:
     # -- pickling: slots classes need explicit state
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return _GET_STATE(self)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         for name, value in zip(self.__slots__, state):
@@ -278,3 +279,8 @@ class ContactState:
             "timers": dict(self.timers),
             "workflows": sorted((r.workflow, r.pc, r.since, r.due) for r in self.runs.values()),
         }
+
+
+# Every idle contact is frozen through this (thousands a second): attrgetter builds
+# the state tuple in C, about twice as fast as a generator over the slot names.
+_GET_STATE = attrgetter(*ContactState.__slots__)

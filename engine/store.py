@@ -193,7 +193,9 @@ class ContactStore:
         a reference to it.
         """
         recent = self._recent
-        idle = [cid for cid in self._hot if cid not in active and not any(cid in s for s in recent)]
+        idle = [cid for cid in self._hot if cid not in active]
+        for ids in recent:  # one pass per cut remembered, not a generator per contact
+            idle = [cid for cid in idle if cid not in ids]
         recent.append(active)
         return self._freeze(idle)
 
