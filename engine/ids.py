@@ -13,18 +13,23 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
-_SHARD_CACHE: dict[tuple[str, int], int] = {}
+# Shard numbers of recently seen ids, per shard count. Bounded well below the number of
+# contacts: at a million entries (a tuple key each) it held about 200 bytes per contact,
+# for a hash that costs about a microsecond; the ids of active visitors still hit.
+SHARD_CACHE_SIZE = 65_536
+_SHARD_CACHES: dict[int, dict[str, int]] = {}
 
 
 def shard_of(identifier: str, shards: int) -> int:
     """Return the shard number of an identifier for a fixed shard count."""
-    # Every event is routed twice and ids repeat across a contact's events: remember them.
-    key = (identifier, shards)
-    shard = _SHARD_CACHE.get(key)
+    cache = _SHARD_CACHES.get(shards)
+    if cache is None:
+        cache = _SHARD_CACHES[shards] = {}
+    shard = cache.get(identifier)
     if shard is None:
-        if len(_SHARD_CACHE) > 1_000_000:
-            _SHARD_CACHE.clear()
-        shard = _SHARD_CACHE[key] = stable_hash(identifier) % shards
+        if len(cache) >= SHARD_CACHE_SIZE:
+            cache.clear()
+        shard = cache[identifier] = stable_hash(identifier) % shards
     return shard
 
 
