@@ -52,7 +52,12 @@ DERIVED = {
 }
 # Rows of append-only views that are hidden: the events of contacts erased on request.
 FILTERS = {"events": "contact_id NOT IN (SELECT contact_id FROM contacts WHERE deleted)"}
-COMPACT_AFTER = 32  # parts per append-only table before they are merged into one
+# Parts of one compaction level before they are merged into one part of the next level.
+# Append-only tables grow for as long as the flow runs, so merging all their parts into
+# one rewrote the whole history every 32 cuts (a 1M-event replay's last builds took 9-13 s);
+# by levels, each row is rewritten once per level, and a table keeps at most 33 parts
+# per level. Current-state tables merge whole: newest-row-wins keeps them at one row per key.
+COMPACT_AFTER = 32
 MAX_QUEUED_WRITES = 64  # part writes the worker may run ahead of the disk before it waits
 BUILD_THREADS = 1  # DuckDB threads for building a snapshot
 # DuckDB's memory for one build. Without a limit a from-scratch build of 250k contacts
@@ -95,6 +100,24 @@ class WarehouseState:
     dirty: bool = False
     final: bool = False  # the last applied cut was the end of input
     retired: dict[str, float] = field(default_factory=dict)  # part -> wall time it left the warehouse
+    levels: dict[str, int] = field(default_factory=dict)  # merged append-only part -> its level (others: 0)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Recovery state written before compaction levels has no ``levels``.
+        self.__dict__.update({"levels": {}, **state})
+
+    def compaction(self, table: str) -> tuple[int, int, int] | None:
+        """The parts of ``table`` to merge now, as (start, end, level of the merged part), if any."""
+        parts = self.parts[table]
+        if table not in APPEND_ONLY:
+            return (0, len(parts), 0) if len(parts) > COMPACT_AFTER else None
+        levels = [self.levels.get(p, 0) for p in parts]
+        for level in sorted(set(levels)):
+            at = [i for i, have in enumerate(levels) if have == level]
+            # Merged parts take the place of what they merged, so each level is one run.
+            if len(at) > COMPACT_AFTER and at[-1] - at[0] + 1 == len(at):
+                return at[0], at[-1] + 1, level + 1
+        return None
 
 
 class WarehouseLogic(StatefulBatchLogic):
@@ -237,12 +260,14 @@ class WarehouseLogic(StatefulBatchLogic):
             previous=self._applied,
         )
         for table in (*APPEND_ONLY, "identities", "contacts"):
-            if len(st.parts[table]) > COMPACT_AFTER:
+            segment = st.compaction(table)
+            if segment is not None:
                 # Numbered now, so the merged part sorts after the ones it replaces and
                 # before any written meanwhile: "the newest part wins" keeps holding.
                 st.seq += 1
                 target = (self.parts_dir / table / f"{st.seq:08d}-{self.run_id}.parquet").resolve()
                 plan.compactions[table] = str(target)
+                plan.segments[table] = segment
         st.dirty = False
         self.last_publish = time.monotonic()
         self._build_job = self._builder.submit(_build_snapshot, plan)
@@ -265,10 +290,15 @@ class WarehouseLogic(StatefulBatchLogic):
         st.snapshots.append(row)
         now = time.time()
         for table, merged in plan.compactions.items():
-            replaced = plan.parts[table]
-            # Parts written while the build ran stay after the merged one.
-            st.parts[table] = [merged] + st.parts[table][len(replaced):]
+            start, end, level = plan.segments[table]
+            replaced = plan.parts[table][start:end]
+            # Only appends happened meanwhile: parts written while the build ran stay last.
+            st.parts[table] = st.parts[table][:start] + [merged] + st.parts[table][end:]
             st.retired.update((p, now) for p in replaced)
+            for p in replaced:
+                st.levels.pop(p, None)
+            if level:
+                st.levels[merged] = level
         PROGRESS.published(f"snapshot {row[0]}")
         self._collect_garbage()
         return [self._summary(row, elapsed)]
@@ -312,6 +342,7 @@ class _BuildPlan:
     fingerprint: str
     writes: list[Future]  # part writes the snapshot refers to
     previous: _Applied | None = None  # what the published file holds, to build on; None: from scratch
+    segments: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # table -> (start, end, level)
 
 
 @dataclass(frozen=True)
@@ -377,7 +408,8 @@ def _compact(con: duckdb.DuckDBPyConnection, plan: _BuildPlan) -> dict[str, list
     """Merge many small parts into one, so snapshots stay quick to build and read; return the part lists."""
     parts = dict(plan.parts)
     for table, merged in plan.compactions.items():
-        old = parts[table]
+        start, end, _ = plan.segments[table]
+        old = parts[table][start:end]
         path = Path(merged)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -390,7 +422,7 @@ def _compact(con: duckdb.DuckDBPyConnection, plan: _BuildPlan) -> dict[str, list
             query = f"SELECT * FROM read_parquet({_list(old)})"
         con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
         os.replace(tmp, path)
-        parts[table] = [merged]
+        parts[table] = parts[table][:start] + [merged] + parts[table][end:]
     return parts
 
 

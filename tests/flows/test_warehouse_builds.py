@@ -64,7 +64,7 @@ def _read(path: Path) -> dict[str, list[tuple[Any, ...]]]:
 def test_incremental_snapshots_equal_one_from_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A snapshot per cut (each built on the previous file, parts compacted every few cuts) ends
     with the same tables as a single snapshot built from every part at the end."""
-    monkeypatch.setattr(warehouse, "COMPACT_AFTER", 3)
+    monkeypatch.setattr(warehouse, "COMPACT_AFTER", 2)
     exports = _exports(chunks=12)
     often = warehouse.WarehouseLogic(tmp_path / "often.duckdb", 1, 0.0, "test", None)
     for export in exports:
@@ -76,13 +76,47 @@ def test_incremental_snapshots_equal_one_from_scratch(tmp_path: Path, monkeypatc
     snapshots = often.state.snapshots
     assert len(snapshots) >= 10, f"{len(snapshots)} snapshots: too few to exercise incremental builds"
     assert len(once.state.snapshots) == 1
-    # Compaction ran: a table's part list was merged down while snapshots went on.
-    assert len(often.state.retired) > 0
-    assert all(len(parts) <= 4 for parts in often.state.parts.values())
+    # Compaction ran: part lists were merged down while snapshots went on, append-only
+    # ones by levels (merged parts merged again), current-state ones whole.
+    st = often.state
+    assert len(st.retired) > 0 and max(st.levels.values()) == 2
+    for table, parts in st.parts.items():
+        levels = [st.levels.get(p, 0) for p in parts]
+        assert levels == sorted(levels, reverse=True), f"{table}: levels out of order"
+        assert all(levels.count(level) <= 3 for level in set(levels)), f"{table}: {levels}"
     built, scratch = _read(tmp_path / "often.duckdb"), _read(tmp_path / "once.duckdb")
     assert {t: len(v) for t, v in built.items()} == {t: len(v) for t, v in scratch.items()}
     assert built == scratch
     assert len(built["merges"]) > 0 and len(built["contacts"]) > 100
+
+
+@pytest.mark.parametrize(
+    ("title", "table", "levels", "expected"),
+    [
+        ("few parts: nothing to merge", "events", [0] * 32, None),
+        ("one part too many: level 0 merges into a level-1 part", "events", [1, 1] + [0] * 33, (2, 35, 1)),
+        ("a full level 1 merges before level 0 fills up", "triggers", [2] + [1] * 33 + [0] * 5, (1, 34, 2)),
+        ("levels interleaved (never written so): left alone", "events", [1, 0] * 40, None),
+        ("current-state tables merge whole, whatever the levels", "contacts", [0] * 33, (0, 33, 0)),
+    ],
+)
+def test_compaction_picks_one_level_of_parts(title: str, table: str, levels: list[int],
+                                              expected: tuple[int, int, int] | None) -> None:
+    st = warehouse.WarehouseState()
+    st.parts[table] = [f"p{i:03d}" for i in range(len(levels))]
+    st.levels = {p: level for p, level in zip(st.parts[table], levels) if level}
+    assert st.compaction(table) == expected, title
+
+
+def test_recovery_state_from_before_compaction_levels_still_loads() -> None:
+    st = warehouse.WarehouseState()
+    st.parts["events"] = [f"p{i:03d}" for i in range(40)]
+    old = dict(st.__dict__)
+    del old["levels"]
+    restored = warehouse.WarehouseState.__new__(warehouse.WarehouseState)
+    restored.__setstate__(old)
+    # Its one merged part counts as level 0 and merges again once, with the parts after it.
+    assert restored.levels == {} and restored.compaction("events") == (0, 40, 1)
 
 
 def test_a_build_beyond_its_memory_bound_retries_unbounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
