@@ -266,8 +266,7 @@ class WarehouseLogic(StatefulBatchLogic):
                 # before any written meanwhile: "the newest part wins" keeps holding.
                 st.seq += 1
                 target = (self.parts_dir / table / f"{st.seq:08d}-{self.run_id}.parquet").resolve()
-                plan.compactions[table] = str(target)
-                plan.segments[table] = segment
+                plan.compactions[table] = (str(target), *segment)
         st.dirty = False
         self.last_publish = time.monotonic()
         self._build_job = self._builder.submit(_build_snapshot, plan)
@@ -289,8 +288,7 @@ class WarehouseLogic(StatefulBatchLogic):
         st = self.state
         st.snapshots.append(row)
         now = time.time()
-        for table, merged in plan.compactions.items():
-            start, end, level = plan.segments[table]
+        for table, (merged, start, end, level) in plan.compactions.items():
             replaced = plan.parts[table][start:end]
             # Only appends happened meanwhile: parts written while the build ran stay last.
             st.parts[table] = st.parts[table][:start] + [merged] + st.parts[table][end:]
@@ -335,14 +333,13 @@ class _BuildPlan:
     path: Path
     tmp: Path
     parts: dict[str, list[str]]
-    compactions: dict[str, str]  # table -> the merged part to write
+    compactions: dict[str, tuple[str, int, int, int]]  # table -> (merged part to write, start, end, its level)
     snapshots: list[tuple[Any, ...]]
     totals: dict[str, int]
     last_cut: int | None
     fingerprint: str
     writes: list[Future]  # part writes the snapshot refers to
     previous: _Applied | None = None  # what the published file holds, to build on; None: from scratch
-    segments: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # table -> (start, end, level)
 
 
 @dataclass(frozen=True)
@@ -407,8 +404,7 @@ def _build_file(plan: _BuildPlan, limits: dict[str, str]) -> tuple[dict[str, lis
 def _compact(con: duckdb.DuckDBPyConnection, plan: _BuildPlan) -> dict[str, list[str]]:
     """Merge many small parts into one, so snapshots stay quick to build and read; return the part lists."""
     parts = dict(plan.parts)
-    for table, merged in plan.compactions.items():
-        start, end, _ = plan.segments[table]
+    for table, (merged, start, end, _) in plan.compactions.items():
         old = parts[table][start:end]
         path = Path(merged)
         path.parent.mkdir(parents=True, exist_ok=True)
