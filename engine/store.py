@@ -38,7 +38,7 @@ _ZSTD = 0x01  # tag of a compressed blob; neither marshal nor pickle output star
 _ZSTD_TAG = bytes([_ZSTD])
 
 TRAIN_AFTER = 512  # frozen contacts a store holds before it trains its dictionary
-TRAIN_SAMPLES = 1024  # frozen contacts the dictionary is trained on (about 20 ms)
+TRAIN_SAMPLES = 1024  # frozen contacts the dictionary is trained on (5-10 ms)
 DICTIONARY_BYTES = 4096
 
 
@@ -99,7 +99,10 @@ class BlobCodec:
         try:
             # Fixed cover parameters: the default search over k and d took 4-9x as long
             # (about 80 ms per store) and settled on these for frozen contacts anyway.
-            trained = zstandard.train_dictionary(DICTIONARY_BYTES, samples, k=512, d=8, steps=1)
+            # f=16 sizes fastCover's frequency table at 64k entries instead of 1M: the
+            # default spent most of its 20-30 ms clearing it, and every store of a
+            # process trains at about the same cut, a stall in the output. Same sizes.
+            trained = zstandard.train_dictionary(DICTIONARY_BYTES, samples, k=512, d=8, f=16, steps=1)
             return cls(trained.as_bytes())
         except zstandard.ZstdError:
             return None

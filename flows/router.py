@@ -14,7 +14,7 @@ from .packets import Tick, ToIdentity
 from .sources import SourceBatch
 
 # How often a partition's progress reaches shards that had no events from it.
-BROADCAST_FOLLOW_S = 0.1
+BROADCAST_FOLLOW_S = 0.05
 BROADCAST_REPLAY_S = 0.5
 
 

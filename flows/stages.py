@@ -29,7 +29,10 @@ from .packets import Export, ToContacts, ToIdentity
 
 # How often a shard's progress reaches downstream shards it sent nothing to: often when
 # following a live stream (latency), rarely in a replay (every broadcast is N packets).
-BROADCAST_FOLLOW_S = 0.2
+# A contact shard waits for the slowest identity shard, so the follow interval adds to
+# every event's latency: 0.2 s cost 0.13 s of the median at 3k events/s. 0.05 s is
+# about one poll of the source.
+BROADCAST_FOLLOW_S = 0.05
 BROADCAST_REPLAY_S = 1.0
 
 # Tags of the values the stateful steps emit; the flow splits on them.
