@@ -25,11 +25,12 @@ import zstandard
 from .contact import ContactState
 from .workflows import Run
 
-# A contact is frozen once it has stayed idle for this many consecutive cuts. One cut
-# froze contacts between two sessions of the same visit and thawed them again at once:
-# freezing and thawing cost about 17% of a run. Three cuts keep the contacts of
-# ongoing visits live, and the live set still holds only a few seconds of activity.
-IDLE_CUTS = 3
+# A contact is frozen once it has stayed idle for this many consecutive cuts. When a
+# freeze cost 50 us, one cut cost about 17% of a run in thaws of contacts between two
+# sessions of a visit, and three cuts were kept. At 25-35 us the difference is within
+# the noise of a run, while the live set (3-5 KB per contact) of three cuts held
+# 40-60 MB more at the peak of a 1M-line run of `scale` (about 250k contacts).
+IDLE_CUTS = 1
 
 _RUNS = ContactState.__slots__.index("runs")
 _PICKLED = 0x80  # pickle's PROTO opcode; no marshal type code starts with it

@@ -48,14 +48,16 @@ def test_frozen_contacts_thaw_on_access_and_stay_single() -> None:
     assert store.live == 0 and store["u1"].scores == {"default": 7.0} and store["u3"].scores == {"default": 99.0}
 
 
-def test_a_cut_freezes_only_contacts_idle_for_several_cuts() -> None:
+@pytest.mark.parametrize("idle_cuts", sorted({1, 3, IDLE_CUTS}))
+def test_a_cut_freezes_only_contacts_idle_for_several_cuts(idle_cuts: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """A contact stays live while it changed within the last IDLE_CUTS cuts, then freezes."""
+    monkeypatch.setattr(store_module, "IDLE_CUTS", idle_cuts)
     store = ContactStore()
     for cid in ("busy", "once"):
         store[cid] = _contact(cid, 1.0)
     assert store.cut({"busy", "once"}) == 0
-    for n in range(1, IDLE_CUTS):
-        assert store.cut({"busy"}) == 0, f"cut {n}: 'once' has been idle for fewer than {IDLE_CUTS} cuts"
+    for n in range(1, idle_cuts):
+        assert store.cut({"busy"}) == 0, f"cut {n}: 'once' has been idle for fewer than {idle_cuts} cuts"
     assert store.cut({"busy"}) == 1 and store.live == 1 and store.get("busy") is not None
     assert store["once"].scores == {"default": 1.0} and store.live == 2
 
