@@ -64,6 +64,11 @@ BUILD_THREADS = 1  # DuckDB threads for building a snapshot
 # adds about 390 MB to the RSS; at 128 MB it spills its sorts and window to disk, adds
 # about 170 MB and takes about as long. A build that still runs out retries unbounded.
 BUILD_MEMORY = "128MB"
+# Rows per row group of a merged part. DuckDB's Parquet writer holds a whole row group
+# before it writes one: at its default (122,880) merging 280k contacts added 157 MB to
+# the RSS, outside the memory limit above, and the build's peak was the run's peak. At
+# 16,384 the merge adds 81 MB and takes 2.1 s instead of 4.7 s.
+MERGED_ROW_GROUP = 16_384
 BUILD_POLL_S = 0.05  # how soon the step looks again for a snapshot build that has finished
 
 
@@ -416,7 +421,8 @@ def _compact(con: duckdb.DuckDBPyConnection, plan: _BuildPlan) -> dict[str, list
                 FROM read_parquet({_list(old)}, filename = true)) WHERE rn = 1"""
         else:
             query = f"SELECT * FROM read_parquet({_list(old)})"
-        con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' "
+                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {MERGED_ROW_GROUP})")
         os.replace(tmp, path)
         parts[table] = parts[table][:start] + [merged] + parts[table][end:]
     return parts
