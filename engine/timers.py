@@ -1,27 +1,37 @@
-"""A shard's timer service (Flink's, in miniature): one heap of (due, contact) per shard.
+"""A shard's timer service (Flink's, in miniature): when each contact next needs waking up.
 
 Contacts own their timers (``ContactState.timers``); the queue only remembers when to
 wake a contact up, one entry per contact for its earliest timer. Most timers move
 *later* with every event (a quiet-period wait, an inactivity decay step), so the queue
 keeps its earlier entry and, when that surfaces, the shard looks at the contact's real
-timers and re-queues it: one heap push per wake-up instead of one per event. An entry
-per contact, not per timer, keeps the queue at about 150 bytes per contact.
+timers and re-queues it: one entry per wake-up instead of one per event.
+
+Nearly every contact has a timer (the inactivity decay), so the queue is memory that
+grows with contacts. A heap of (due, contact) tuples took about 180 bytes per contact.
+Instead, contacts wait in coarse time buckets (a list slot each) beside the map of
+their due times; only the earliest bucket is sorted, into a small heap, when the
+watermark gets to it. About 100 bytes per contact, and the same firing order.
 """
 
 from __future__ import annotations
 
-from heapq import heapify, heappop, heappush
+from heapq import heappop, heappush
 from typing import Any, Callable
+
+BUCKET_MS = 1 << 20  # about 17 minutes of event time per bucket
 
 
 class TimerQueue:
     """When each contact of one shard next needs waking up, earliest first."""
 
-    __slots__ = ("_heap", "_known")
+    __slots__ = ("_known", "_buckets", "_keys", "_open", "_open_key")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, str]] = []
         self._known: dict[str, int] = {}  # contact -> the earliest due queued for it
+        self._buckets: dict[int, list[str]] = {}  # due // BUCKET_MS -> contacts queued in it
+        self._keys: list[int] = []  # heap of the bucket numbers in _buckets
+        self._open: list[tuple[int, str]] = []  # heap of (due, contact) up to bucket _open_key
+        self._open_key: int | None = None
 
     def __len__(self) -> int:
         return len(self._known)
@@ -29,7 +39,7 @@ class TimerQueue:
     def sync(self, contact_id: str, timers: dict[str, int]) -> None:
         """Take note of a contact's timers after the engine touched it.
 
-        A timer that moved later keeps its earlier heap entry (see the module doc).
+        A timer that moved later keeps its earlier entry (see the module doc).
         """
         if not timers:
             return
@@ -37,38 +47,70 @@ class TimerQueue:
         have = self._known.get(contact_id)
         if have is None or due < have:
             self._known[contact_id] = due
-            heappush(self._heap, (due, contact_id))
-            if len(self._heap) > len(self._known) + (len(self._known) >> 2) + 1024:
-                # Many timers moved earlier since they were queued: drop the stale entries
-                # (a quarter of slack keeps this linear rebuild rare).
-                self._heap = [(d, cid) for cid, d in self._known.items()]
-                heapify(self._heap)
+            self._queue(due, contact_id)
+
+    def _queue(self, due: int, contact_id: str) -> None:
+        bucket = due // BUCKET_MS
+        if self._open_key is not None and bucket <= self._open_key:
+            heappush(self._open, (due, contact_id))
+            return
+        listed = self._buckets.get(bucket)
+        if listed is None:
+            listed = self._buckets[bucket] = []
+            heappush(self._keys, bucket)
+        listed.append(contact_id)
+
+    def _head(self) -> tuple[int, str] | None:
+        """The earliest live (due, contact), opening buckets as needed; stale entries go."""
+        known, opened = self._known, self._open
+        while True:
+            while opened:
+                due, cid = opened[0]
+                if known.get(cid) == due:
+                    return due, cid
+                heappop(opened)  # moved earlier since, or already popped
+            if not self._keys:
+                return None
+            bucket = heappop(self._keys)
+            # Contacts listed twice or since moved to an earlier bucket are dropped here.
+            live = {(d, c) for c in self._buckets.pop(bucket)
+                    if (d := known.get(c)) is not None and d // BUCKET_MS == bucket}
+            opened[:] = sorted(live)  # a sorted list is a heap
+            self._open_key = bucket
 
     def next_due(self) -> int | None:
         """The earliest due time queued, if any."""
-        return self._heap[0][0] if self._heap else None
+        head = self._head()
+        return None if head is None else head[0]
 
     def pop(self) -> tuple[int, str]:
         """Remove and return the earliest (due, contact_id)."""
-        due, cid = heappop(self._heap)
-        if self._known.get(cid) == due:
-            del self._known[cid]
-        return due, cid
+        head = self._head()
+        if head is None:
+            raise IndexError("pop from an empty timer queue")
+        heappop(self._open)
+        del self._known[head[1]]
+        return head
 
-    def __getstate__(self) -> tuple[Any, ...]:
-        return (self._heap, self._known)
+    def __getstate__(self) -> list[dict[str, int]]:
+        # The due map is the whole state: buckets are rebuilt from it. (In a list: pickle
+        # skips __setstate__ for a false state, such as an empty dict.)
+        return [self._known]
 
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        heap, known = state
+    def __setstate__(self, state: Any) -> None:
+        # [known] now; (heap, known) before buckets.
+        known = state[0] if isinstance(state, list) else state[1]
         if known and isinstance(next(iter(known)), tuple):
             # A recovery snapshot from before one entry per contact: (contact, timer) -> due.
             per_contact: dict[str, int] = {}
             for (cid, _), due in known.items():
                 if due < per_contact.get(cid, due + 1):
                     per_contact[cid] = due
-            known, heap = per_contact, [(d, cid) for cid, d in per_contact.items()]
-            heapify(heap)
-        self._heap, self._known = heap, known
+            known = per_contact
+        self.__init__()  # type: ignore[misc]
+        self._known = dict(known)
+        for cid, due in self._known.items():
+            self._queue(due, cid)
 
 
 def advance_in_time(

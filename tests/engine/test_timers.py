@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
 import pickle
+import random
 from typing import Any
 
 import pytest
 
 from engine.ordering import ReorderBuffer
-from engine.timers import TimerQueue, advance_in_time
+from engine.timers import BUCKET_MS, TimerQueue, advance_in_time
 
 
 class _Contact:
@@ -75,12 +77,16 @@ def test_a_fired_timer_can_set_the_next_one() -> None:
     assert log == [("fire", "a", "wf:w", 5), ("fire", "a", "wf:w", 10), ("fire", "a", "wf:w", 15)]
 
 
+def _entries(queue: TimerQueue) -> int:
+    return sum(map(len, queue._buckets.values())) + len(queue._open)
+
+
 def test_one_entry_per_contact() -> None:
     """Three timers of one contact take one queue entry; moving them later adds none."""
     queue = TimerQueue()
     queue.sync("a", {"decay": 50, "window": 40, "wf:x": 60})
     queue.sync("a", {"decay": 70, "window": 80, "wf:x": 90})
-    assert len(queue) == 1 and len(queue._heap) == 1 and queue.next_due() == 40
+    assert len(queue) == 1 and _entries(queue) == 1 and queue.next_due() == 40
     queue.sync("a", {"decay": 30})
     assert queue.next_due() == 30 and len(queue) == 1
 
@@ -95,4 +101,49 @@ def test_state_of_the_per_timer_format_still_restores(state: tuple[Any, ...]) ->
     queue.__setstate__(state)
     assert queue._known == {"a": 40, "b": 45} and queue.pop() == (40, "a") and queue.pop() == (45, "b")
     back = pickle.loads(pickle.dumps(queue))
-    assert back._known == {} and back._heap == []
+    assert len(back) == 0 and back.next_due() is None and _entries(back) == 0
+
+
+class _HeapQueue:
+    """The reference: one heap of (due, contact) with stale entries, as the queue was first written."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, str]] = []
+        self.known: dict[str, int] = {}
+
+    def sync(self, cid: str, timers: dict[str, int]) -> None:
+        due = min(timers.values())
+        if cid not in self.known or due < self.known[cid]:
+            self.known[cid] = due
+            heapq.heappush(self.heap, (due, cid))
+
+    def pop_live(self) -> tuple[int, str] | None:
+        while self.heap:
+            due, cid = heapq.heappop(self.heap)
+            if self.known.get(cid) == due:
+                del self.known[cid]
+                return due, cid
+        return None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_buckets_pop_in_the_order_of_one_heap(seed: int) -> None:
+    """Random syncs (earlier, later, across buckets) and pops, with pickling between: same order as a heap."""
+    rng = random.Random(seed)
+    queue, ref = TimerQueue(), _HeapQueue()
+    span = 6 * BUCKET_MS
+    for step in range(3000):
+        if rng.random() < 0.6:
+            cid, due = f"c{rng.randrange(300)}", rng.randrange(span) + step * 50
+            timers = {"t": due}
+            queue.sync(cid, timers)
+            ref.sync(cid, timers)
+        else:
+            want = ref.pop_live()
+            assert (queue.pop() if len(queue) else None) == want
+        if step % 700 == 0:
+            queue = pickle.loads(pickle.dumps(queue))
+        assert len(queue) == len(ref.known)
+    while (want := ref.pop_live()) is not None:
+        assert queue.pop() == want
+    assert len(queue) == 0 and queue.next_due() is None
