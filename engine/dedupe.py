@@ -55,7 +55,7 @@ class Deduper:
                 del seen[mid]
 
     def __getstate__(self) -> tuple[Any, ...]:
-        # The buckets are the whole state: the set and the heap are rebuilt from them.
+        # The buckets are the whole state: the id dict and the heap are rebuilt from them.
         return (self.window_ms, self._buckets)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:

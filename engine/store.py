@@ -27,9 +27,10 @@ from .workflows import Run
 
 # A contact is frozen once it has stayed idle for this many consecutive cuts. When a
 # freeze cost 50 us, one cut cost about 17% of a run in thaws of contacts between two
-# sessions of a visit, and three cuts were kept. At 25-35 us the difference is within
-# the noise of a run, while the live set (3-5 KB per contact) of three cuts held
-# 40-60 MB more at the peak of a 1M-line run of `scale` (about 250k contacts).
+# sessions of a visit, and three cuts were kept. At 25-35 us, freezing and thawing take
+# about 10% of a `standard` run's samples with one cut against 5% with three (too little
+# for wall-clock runs to tell apart), while the live set (3-5 KB per contact) of three
+# cuts held 40-60 MB more at the peak of a 1M-line run of `scale` (about 250k contacts).
 IDLE_CUTS = 1
 
 _RUNS = ContactState.__slots__.index("runs")

@@ -10,7 +10,7 @@ Nearly every contact has a timer (the inactivity decay), so the queue is memory 
 grows with contacts. A heap of (due, contact) tuples took about 180 bytes per contact.
 Instead, contacts wait in coarse time buckets (a list slot each) beside the map of
 their due times; only the earliest bucket is sorted, into a small heap, when the
-watermark gets to it. About 100 bytes per contact, and the same firing order.
+watermark gets to it. About 130 bytes per contact, and the same firing order.
 """
 
 from __future__ import annotations
