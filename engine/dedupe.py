@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
 from typing import Any
+
+from .buckets import TimeBuckets
 
 # Ids are kept in ten-minute buckets of their event time and forgotten a bucket at a
 # time: a dict entry (keys only: a set's table, kept at most 60% full, took more) and a
@@ -22,13 +23,12 @@ class Deduper:
     than its own time alone would allow.
     """
 
-    __slots__ = ("window_ms", "_seen", "_buckets", "_keys")
+    __slots__ = ("window_ms", "_seen", "_buckets")
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
         self._seen: dict[str, None] = {}  # the ids remembered; values unused
-        self._buckets: dict[int, list[str]] = {}  # ts // BUCKET_MS -> ids first seen with such a ts
-        self._keys: list[int] = []  # heap of the bucket numbers
+        self._buckets = TimeBuckets(BUCKET_MS)  # ids by the time they were first seen with
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -38,25 +38,20 @@ class Deduper:
         if message_id in self._seen:
             return True
         self._seen[message_id] = None
-        bucket = ts // BUCKET_MS
-        ids = self._buckets.get(bucket)
-        if ids is None:
-            ids = self._buckets[bucket] = []
-            heappush(self._keys, bucket)
-        ids.append(message_id)
+        self._buckets.add(ts, message_id)
         return False
 
     def expire(self, watermark: int) -> None:
         """Forget ids whose events lie more than the window behind the watermark."""
         horizon = watermark - self.window_ms
-        keys, seen = self._keys, self._seen
-        while keys and (keys[0] + 1) * BUCKET_MS <= horizon:
-            for mid in self._buckets.pop(heappop(keys)):
+        buckets, seen = self._buckets, self._seen
+        while (first := buckets.first()) is not None and (first + 1) * BUCKET_MS <= horizon:
+            for mid in buckets.pop_first()[1]:
                 del seen[mid]
 
     def __getstate__(self) -> tuple[Any, ...]:
-        # The buckets are the whole state: the id dict and the heap are rebuilt from them.
-        return (self.window_ms, self._buckets)
+        # The buckets are the whole state: the id dict is rebuilt from them.
+        return (self.window_ms, self._buckets.lists)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         if len(state) == 3:  # before buckets: (window_ms, id -> ts, queue of (ts, id))
@@ -66,6 +61,5 @@ class Deduper:
                 buckets.setdefault(ts // BUCKET_MS, []).append(mid)
         else:
             window_ms, buckets = state
-        self.window_ms, self._buckets = window_ms, buckets
+        self.window_ms, self._buckets = window_ms, TimeBuckets(BUCKET_MS, buckets)
         self._seen = {mid: None for ids in buckets.values() for mid in ids}
-        self._keys = sorted(buckets)  # a sorted list is a heap

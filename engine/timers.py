@@ -18,18 +18,19 @@ from __future__ import annotations
 from heapq import heappop, heappush
 from typing import Any, Callable
 
+from .buckets import TimeBuckets
+
 BUCKET_MS = 1 << 20  # about 17 minutes of event time per bucket
 
 
 class TimerQueue:
     """When each contact of one shard next needs waking up, earliest first."""
 
-    __slots__ = ("_known", "_buckets", "_keys", "_open", "_open_key")
+    __slots__ = ("_known", "_buckets", "_open", "_open_key")
 
     def __init__(self) -> None:
         self._known: dict[str, int] = {}  # contact -> the earliest due queued for it
-        self._buckets: dict[int, list[str]] = {}  # due // BUCKET_MS -> contacts queued in it
-        self._keys: list[int] = []  # heap of the bucket numbers in _buckets
+        self._buckets = TimeBuckets(BUCKET_MS)  # contacts by due
         self._open: list[tuple[int, str]] = []  # heap of (due, contact) up to bucket _open_key
         self._open_key: int | None = None
 
@@ -50,15 +51,10 @@ class TimerQueue:
             self._queue(due, contact_id)
 
     def _queue(self, due: int, contact_id: str) -> None:
-        bucket = due // BUCKET_MS
-        if self._open_key is not None and bucket <= self._open_key:
+        if self._open_key is not None and due // BUCKET_MS <= self._open_key:
             heappush(self._open, (due, contact_id))
-            return
-        listed = self._buckets.get(bucket)
-        if listed is None:
-            listed = self._buckets[bucket] = []
-            heappush(self._keys, bucket)
-        listed.append(contact_id)
+        else:
+            self._buckets.add(due, contact_id)
 
     def _head(self) -> tuple[int, str] | None:
         """The earliest live (due, contact), opening buckets as needed; stale entries go."""
@@ -69,12 +65,11 @@ class TimerQueue:
                 if known.get(cid) == due:
                     return due, cid
                 heappop(opened)  # moved earlier since, or already popped
-            if not self._keys:
+            if self._buckets.first() is None:
                 return None
-            bucket = heappop(self._keys)
+            bucket, listed = self._buckets.pop_first()
             # Contacts listed twice or since moved to an earlier bucket are dropped here.
-            live = {(d, c) for c in self._buckets.pop(bucket)
-                    if (d := known.get(c)) is not None and d // BUCKET_MS == bucket}
+            live = {(d, c) for c in listed if (d := known.get(c)) is not None and d // BUCKET_MS == bucket}
             opened[:] = sorted(live)  # a sorted list is a heap
             self._open_key = bucket
 

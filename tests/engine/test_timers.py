@@ -78,7 +78,7 @@ def test_a_fired_timer_can_set_the_next_one() -> None:
 
 
 def _entries(queue: TimerQueue) -> int:
-    return sum(map(len, queue._buckets.values())) + len(queue._open)
+    return sum(map(len, queue._buckets.lists.values())) + len(queue._open)
 
 
 def test_one_entry_per_contact() -> None:
