@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 WORK = HERE / "scratch"
+PEER_SEMANTICS = HERE / "peers" / "semantics.toml"  # the peers' semantics as a leadstream config
 
-STEPS = ("parse", "null", "standard", "standard_2p", "duckdb", "pathway", "hot_key", "merge_storm", "many_rules",
+STEPS = ("parse", "null", "standard", "peer_semantics", "standard_2p", "duckdb", "pathway", "hot_key", "merge_storm", "many_rules",
          "late_events", "latency", "scale")
 BENCH_PACKAGES = ("psutil", "pyinstrument", "py-spy")
 SPY_HZ = 50
@@ -408,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- data
     log("workloads")
-    needed = [n for n in W if n in only or (n == "standard" and only & {"parse", "null", "standard", "standard_2p",
-                                                                         "duckdb", "pathway", "latency"})]
+    needed = [n for n in W if n in only or (n == "standard" and only & {"parse", "null", "standard", "peer_semantics",
+                                                                         "standard_2p", "duckdb", "pathway", "latency"})]
     paths: dict[str, Path] = {}
     for name in needed:
         path, meta = ensure_data(W[name], log)
@@ -449,6 +450,20 @@ def main(argv: list[str] | None = None) -> int:
     if "standard" in only:
         timed("standard", lambda: leadstream_run("standard", std, std_cfg, WORK, profile=True))
     std_rate = (R["runs"].get("standard") or {}).get("events_per_s") or 8_000.0
+    if "peer_semantics" in only:
+        # The peer targets compare like with like: leadstream computing what the peers compute.
+        timed("peer_semantics", lambda: leadstream_run("peer_semantics", std, PEER_SEMANTICS, WORK))
+
+    def agreements(con: Any, peer_sql: str) -> dict[str, Any]:
+        """A peer's scores compared with each leadstream run's warehouse that computed them."""
+        from .peers import duckdb_peer
+
+        out = {}
+        for run, key in (("standard", "agreement"), ("peer_semantics", "agreement_peer_semantics")):
+            wh = (R["runs"].get(run) or {}).get("work_dir")
+            if wh and (Path(wh) / "warehouse.duckdb").exists():
+                out[key] = duckdb_peer.agreement(con, peer_sql, Path(wh) / "warehouse.duckdb")
+        return out
 
     if "duckdb" in only:
         def duck() -> dict[str, Any]:
@@ -458,10 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             lines = R["workloads"]["standard"]["stats"]["lines"]
             fig["events_per_s"] = lines / fig["total_s"]
             fig["compute_only_events_per_s"] = lines / fig["compute_s"]
-            wh = (R["runs"].get("standard") or {}).get("work_dir")
-            if wh and (Path(wh) / "warehouse.duckdb").exists():
-                fig["agreement"] = duckdb_peer.agreement(con, "SELECT contact_id, score FROM peer",
-                                                         Path(wh) / "warehouse.duckdb")
+            fig.update(agreements(con, "SELECT contact_id, score FROM peer"))
             con.close()
             return fig
 
@@ -487,18 +499,12 @@ def main(argv: list[str] | None = None) -> int:
                 lines = R["workloads"]["standard"]["stats"]["lines"]
                 fig["events_per_s"] = lines / fig["total_s"]
                 fig["run_only_events_per_s"] = lines / fig["run_s"]
-                wh = (R["runs"].get("standard") or {}).get("work_dir")
-                if wh and (Path(wh) / "warehouse.duckdb").exists():
-                    import duckdb
+                import duckdb
 
-                    from .peers import duckdb_peer
-
-                    con = duckdb.connect()
-                    csv = fig.pop("scores_csv").replace("'", "''")
-                    fig["agreement"] = duckdb_peer.agreement(
-                        con, f"SELECT contact_id::VARCHAR AS contact_id, score FROM read_csv('{csv}')",
-                        Path(wh) / "warehouse.duckdb")
-                    con.close()
+                con = duckdb.connect()
+                csv = fig.pop("scores_csv").replace("'", "''")
+                fig.update(agreements(con, f"SELECT contact_id::VARCHAR AS contact_id, score FROM read_csv('{csv}')"))
+                con.close()
             return fig
 
         timed("pathway", pathway)

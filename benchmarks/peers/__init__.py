@@ -10,6 +10,8 @@ The semantics (both peers, checked against leadstream's own warehouse on the sam
   contact's previous one, or its first), Form Submitted +20, Webinar Registered +10,
   Webinar Attended +10, Email Opened +5, Email Link Clicked +10, Product Added +5,
   Order Completed +20, and -10 once if an identify's title contains "student".
-Not modelled: score decay, workflows, caps other than the student one, re-linking of a
+`semantics.toml` is the same as a leadstream config: `make bench` runs it too and judges
+the peer targets on that run (tests/benchmarks/test_peers.py checks it scores like the
+DuckDB peer). Not modelled: score decay, workflows, caps other than the student one, re-linking of a
 device to a second user (the generator never does that), late events' arrival order.
 """
