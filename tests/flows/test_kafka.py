@@ -192,7 +192,9 @@ def test_kafka_follow_mode_runs_until_stopped(broker: Broker, clickstream: Path,
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Count lines read less duplicates: a producer retry on a busy machine may put a message
     # on the topic twice, which the flow rightly counts as a duplicate line. Events still
-    # waiting for the watermark count as read (buffered).
+    # waiting for the watermark count as read (buffered): this old data is sparse, so the two
+    # partitions' newest events are minutes apart, and each partition extrapolates its time
+    # from its own newest event while idle (README, "Watermarks travel with the data").
     from engine.decode import decode_line
     from engine.events import Event
 
