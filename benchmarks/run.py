@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every step (a few minutes)")
     ap.add_argument("--budget", type=float, metavar="SECONDS",
-                    help="time budget of the whole run (default 840 = 14 min; --quick: 420)")
+                    help="time budget of the whole run (default 870 = 14.5 min; --quick: 420)")
     ap.add_argument("--only", metavar="STEPS", help=f"comma-separated subset of: {','.join(STEPS)}")
     ap.add_argument("--no-pathway", action="store_true", help="skip the Pathway peer (and its venv)")
     ap.add_argument("--results", metavar="DIR", default=str(RESULTS), help="where LATEST.md/json go")
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.patch_latest:
         return patch_latest(Path(args.results), args.quick)
 
-    budget = args.budget or (420.0 if args.quick else 840.0)
+    budget = args.budget or (420.0 if args.quick else 870.0)
     clock = Clock(budget)
     only = set(args.only.split(",")) if args.only else set(STEPS)
     unknown = only - set(STEPS)
