@@ -409,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- data
     log("workloads")
+    # `scale` needs `standard` too: the process baseline is a run over its first 1,000 lines.
     needed = [n for n in W if n in only or (n == "standard" and only & {"parse", "null", "standard", "peer_semantics",
-                                                                         "standard_2p", "duckdb", "pathway", "latency"})]
+                                                                         "standard_2p", "duckdb", "pathway", "latency",
+                                                                         "scale"})]
     paths: dict[str, Path] = {}
     for name in needed:
         path, meta = ensure_data(W[name], log)
