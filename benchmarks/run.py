@@ -33,8 +33,8 @@ RESULTS = HERE / "results"
 WORK = HERE / "scratch"
 PEER_SEMANTICS = HERE / "peers" / "semantics.toml"  # the peers' semantics as a leadstream config
 
-STEPS = ("parse", "null", "standard", "peer_semantics", "standard_2p", "duckdb", "pathway", "hot_key", "merge_storm", "many_rules",
-         "late_events", "latency", "scale")
+STEPS = ("parse", "null", "standard", "peer_semantics", "standard_2p", "duckdb", "pathway", "hot_key", "merge_storm",
+         "many_rules", "late_events", "latency", "scale")
 BENCH_PACKAGES = ("psutil", "pyinstrument", "py-spy")
 SPY_HZ = 50
 

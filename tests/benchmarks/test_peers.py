@@ -32,13 +32,12 @@ def test_semantics_config_scores_like_the_duckdb_peer(tmp_path: Path, opts: Gene
     pipe = run_events(load_config(SEMANTICS), events)
     ours = {cid: c.scores.get("default", 0.0) for cid, c in pipe.contacts().items() if not c.deleted}
 
-    fig, con = duckdb_peer.run(path)
+    _, con = duckdb_peer.run(path)
     try:
         peer = dict(con.execute("SELECT contact_id, score FROM peer").fetchall())
     finally:
         con.close()
 
-    assert fig["compute_s"] >= 0
     assert len(ours) > 50
     assert set(ours) == set(peer)
     differ = {cid: (ours[cid], peer[cid]) for cid in ours if ours[cid] != peer[cid]}
