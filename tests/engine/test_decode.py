@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine import decode as decode_module
 from engine.decode import MAX_EVENT_BYTES, decode_line
 from engine.events import REASONS, Event, Rejection
 
@@ -271,6 +272,73 @@ def test_never_raises_on_bytes(raw: bytes) -> None:
 def test_never_raises_on_json(value: Any) -> None:
     """Any JSON value, Segment-shaped or not, gives an Event or a Rejection with a known reason."""
     _check_outcome(orjson.dumps(value))
+
+
+# ------------------------------------------------------------------ the fast path agrees with the checked path
+
+# Values that sit on the fast path's edges: placeholders, whitespace, lengths at the limit,
+# non-strings where strings go, timestamps in other shapes and out of range.
+EDGE_VALUES: list[Any] = [
+    None, "", " ", "anon-1", " anon-1", "anon-1 ", "Undefined", "NULL", "a" * 256, "a" * 257, "x\u0000y", "user-1",
+    "page", "track", "identify", "screen", "group", "alias", T0, "2026-01-05T08:00:00Z", "2026-01-05T08:00:60.000Z",
+    "2026-01-05T08:00:00.5Z", "1999-12-31T23:59:59.999Z", "2100-01-01T00:00:00.000Z", "2026-01-05 08:00:00",
+    "2026-01-05T08:00:00.000+02:00", "yesterday", 0, 1.5, True, [], {}, {"traits": {"email": "a@b.example"}},
+    {"email": "c@d.example"}, ["anon-1"],
+]
+EDGY = st.sampled_from(EDGE_VALUES)
+# A valid event with one to three fields replaced by edge values (or removed).
+NEAR_VALID = st.builds(
+    lambda etype, changes: obj(etype, **changes),
+    st.sampled_from(list(BASE)),
+    st.dictionaries(st.sampled_from(SEGMENT_KEYS), st.one_of(EDGY, st.just(DROP)), min_size=1, max_size=3),
+)
+
+
+def _checked_only(raw: bytes) -> Event | Rejection:
+    real = decode_module._fast_build
+    decode_module._fast_build = lambda obj: None
+    try:
+        return decode_line(raw, source="s")
+    finally:
+        decode_module._fast_build = real
+
+
+def _mismatches(values: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any, Any]]:
+    out = []
+    for value in values:
+        raw = orjson.dumps(value)
+        fast, checked = decode_line(raw, source="s"), _checked_only(raw)
+        if fast != checked:
+            out.append((value, fast, checked))
+    return out
+
+
+def test_fast_path_agrees_on_every_single_edge() -> None:
+    """Every event type with any one field set to any edge value (or removed) decodes the same both ways."""
+    values = [obj(etype, **{key: edge}) for etype in BASE for key in SEGMENT_KEYS
+              for edge in [*EDGE_VALUES, DROP]]
+    # Pairs that matter together: context traits stand in only when the event has none of its own.
+    values += [obj(etype, traits=DROP, context={"traits": {"plan": "pro"}}) for etype in BASE]
+    values += [obj(etype, anonymousId=DROP, userId=uid) for etype in BASE for uid in EDGE_VALUES]
+    assert _mismatches(values) == []
+    assert len(values) > 3000
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(NEAR_VALID, SEGMENTISH))
+def test_fast_path_decodes_like_the_checked_path(value: Any) -> None:
+    """Whatever the fields, the fast path gives the Event (or leaves the Rejection) the checked path gives."""
+    assert _mismatches([value]) == []
+
+
+def test_fast_path_takes_the_common_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Well-formed track, page, screen and identify events are decoded by the fast path itself."""
+    taken = []
+    real = decode_module._fast_build
+    monkeypatch.setattr(decode_module, "_fast_build", lambda obj: taken.append(real(obj)) or taken[-1])
+    for etype in ("track", "page", "screen", "identify"):
+        assert isinstance(decode_line(line(etype)), Event)
+    assert all(isinstance(e, Event) for e in taken) and len(taken) == 4
 
 
 # ------------------------------------------------------------------ consent
