@@ -218,7 +218,7 @@ class IdentityLogic(_ShardLogic):
                     merged=[(anon, into, at) for anon, (into, at) in sorted(removed.items())],
                     identities=[rows.identity_row(d, cid, at) for d, (cid, at) in links.items()],
                 )))
-        runtime.checkpoint(runtime.FALLBACK_S)
+        runtime.checkpoint(fallback=True)
         return emitted, self.RETAIN
 
     def _flush(self, out: ShardOutput, watermark: int, cut: int | None, final: bool, emitted: list[Any]) -> None:
@@ -291,7 +291,7 @@ class ContactLogic(_ShardLogic):
                 emitted.append((EXPORT, self._export(
                     target, len(state.buffer), final,
                     contacts=[rows.contact_row(c, self.ctx.steps) for c in changed.values()])))
-        runtime.checkpoint(runtime.FALLBACK_S)
+        runtime.checkpoint(fallback=True)
         return emitted, self.RETAIN
 
     def snapshot(self) -> dict[str, Any]:

@@ -207,7 +207,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
     from flows.dataflow import FlowOptions, build_flow
     from flows.progress import ProgressDisplay
-    from flows.runtime import tuned_gc
+    from flows.runtime import CHECKPOINT_S, REPLAY_CHECKPOINT_S, tuned_gc
     from flows.sources import STOP
 
     _check_cluster_args(args)
@@ -236,7 +236,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     STOP.clear()
     previous = {sig: signal.signal(sig, _stop_reading) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with tuned_gc(), ProgressDisplay() if not args.quiet else _Nothing():
+        with tuned_gc(CHECKPOINT_S if follow else REPLAY_CHECKPOINT_S), ProgressDisplay() if not args.quiet else _Nothing():
             if pid is not None:
                 cli_main(flow, workers_per_process=args.workers, process_id=pid,
                          addresses=args.addresses.split(";"), epoch_interval=epoch, recovery_config=recovery)
