@@ -8,16 +8,23 @@ merged: a client-side identify must not join two known people.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from .contact import ContactState
 from .dedupe import Deduper
 from .engine import Engine
 from .events import Event
-from .ordering import ReorderBuffer
+from .ordering import NEVER, ReorderBuffer
 from .routing import EVENT, MERGE, Routed, ShardOutput
 from .store import ContactStore
 from .timers import TimerQueue, advance_in_time
+
+
+class Late(NamedTuple):
+    """A late event in the reorder buffer, placed at ``at``: just past the watermark it arrived behind."""
+
+    event: Event
+    at: int
 
 
 class IdentityShard:
@@ -39,15 +46,25 @@ class IdentityShard:
         """The event time up to which this shard has applied everything."""
         return self.buffer.watermark
 
-    def receive(self, engine: Engine, events: list[Event], out: ShardOutput) -> None:
-        """Take new events: drop repeats, buffer on-time ones, apply late ones at once."""
+    def receive(self, engine: Engine, events: list[Event], out: ShardOutput, late_before: int = NEVER) -> None:
+        """Take new events: drop repeats, buffer on-time ones, and place late ones just past the watermark.
+
+        An event is late when its time is at or behind the watermark: the shard's own, or
+        ``late_before``, the watermark of the ticks that came before these events (the flow
+        passes it; it does not depend on how far the shard has advanced). A late event is
+        applied after everything up to that watermark and before anything newer, like any
+        event of time watermark + 1, but keeps its own time. Applying it on arrival instead
+        made its effects depend on when the shard last advanced, so two replays of one file
+        could differ by a trigger.
+        """
         for e in events:
             if self.dedupe.seen(e.message_id, e.ts):
                 out.count("duplicates")
                 continue
-            if self.buffer.is_late(e.ts):
+            watermark = self.buffer.watermark if self.buffer.watermark > late_before else late_before
+            if e.ts <= watermark:
                 out.count("late")
-                self._apply(engine, e, out, late=True)
+                self.buffer.push(watermark + 1, e.message_id, EVENT, Late(e, watermark + 1))
             else:
                 self.buffer.push(e.ts, e.message_id, EVENT, e)
 
@@ -61,26 +78,30 @@ class IdentityShard:
             out.triggers.extend(engine.on_timer(profile, key, due))
             self.changed_profiles.add(profile.contact_id)
 
-        advance_in_time(self.buffer, self.timers, watermark, self.profiles,
-                        lambda e: self._apply(engine, e, out, late=False), fire)
+        advance_in_time(self.buffer, self.timers, watermark, self.profiles, lambda e: self._apply(engine, e, out), fire)
         self.dedupe.expire(self.buffer.watermark)
 
     # ------------------------------------------------------------ one event
 
-    def _apply(self, engine: Engine, e: Event, out: ShardOutput, late: bool) -> None:
+    def _apply(self, engine: Engine, e: Event | Late, out: ShardOutput) -> None:
+        # Records sent on sort by where the event was applied: a late one by its place, not its time.
+        if type(e) is Late:
+            e, at, late = e.event, e.at, True
+        else:
+            at, late = e.ts, False
         out.count("accepted")
         if e.type == "alias":
-            self._link(e.previous_id, e.user_id, e, out, late)  # type: ignore[arg-type]
-            self._forward(e.user_id, e, out, late)  # type: ignore[arg-type]
+            self._link(e.previous_id, e.user_id, e, at, out, late)  # type: ignore[arg-type]
+            self._forward(e.user_id, e, at, out, late)  # type: ignore[arg-type]
         elif e.user_id is not None:
             if e.anonymous_id is not None:
-                self._link(e.anonymous_id, e.user_id, e, out, late)
-            self._forward(e.user_id, e, out, late)
+                self._link(e.anonymous_id, e.user_id, e, at, out, late)
+            self._forward(e.user_id, e, at, out, late)
         else:
             device = e.anonymous_id
             link = self.links.get(device)  # type: ignore[arg-type]
             if link is not None:
-                self._forward(link[0], e, out, late)
+                self._forward(link[0], e, at, out, late)
                 return
             profile = self.profiles.get(device)  # type: ignore[arg-type]
             if profile is None:
@@ -93,7 +114,7 @@ class IdentityShard:
             self.changed_profiles.add(device)  # type: ignore[arg-type]
             self.timers.sync(device, profile.timers)  # type: ignore[arg-type]
 
-    def _link(self, device: str, user_id: str, e: Event, out: ShardOutput, late: bool) -> None:
+    def _link(self, device: str, user_id: str, e: Event, at: int, out: ShardOutput, late: bool) -> None:
         if device == user_id:
             return
         current = self.links.get(device)
@@ -113,11 +134,11 @@ class IdentityShard:
             self.changed_profiles.discard(device)
             self.removed_profiles[device] = (user_id, e.ts)
             out.count("merges")
-            out.routed.append(Routed(MERGE, user_id, e.ts, e.message_id, profile=profile, late=late))
+            out.routed.append(Routed(MERGE, user_id, at, e.message_id, profile=profile, late=late))
 
     @staticmethod
-    def _forward(contact_id: str, e: Event, out: ShardOutput, late: bool) -> None:
-        out.routed.append(Routed(EVENT, contact_id, e.ts, e.message_id, event=e, late=late))
+    def _forward(contact_id: str, e: Event, at: int, out: ShardOutput, late: bool) -> None:
+        out.routed.append(Routed(EVENT, contact_id, at, e.message_id, event=e, late=late))
 
     # ------------------------------------------------------------ warehouse deltas
 

@@ -191,10 +191,13 @@ class IdentityLogic(_ShardLogic):
             self.shard_no = state.shard = packet.shard
             if packet.cut is not None:
                 self.cuts.add(packet.cut)
+            # Lateness is judged against the ticks of the packets before this one: in a
+            # replay every packet reaches every shard, so that does not depend on timing.
+            late_before = self.clock.watermark()
             for tick in packet.ticks:
                 self.clock.observe(tick.part, tick.max_ts, tick.idle_ms, tick.eof)
             if packet.events:
-                state.receive(engine, packet.events, out)
+                state.receive(engine, packet.events, out, late_before)
             for rej in packet.rejections:
                 pending.dead_letters.append(rows.dead_letter_row(rej))
             if packet.rejections:

@@ -407,7 +407,7 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
     print(f"accepted       {s['accepted']:>12,}", file=out)
     print(f"dead-lettered  {s['dead_lettered']:>12,}   -> {s['dead_letter_file']}", file=out)
     print(f"duplicates     {s['duplicates']:>12,}", file=out)
-    print(f"late           {s['late']:>12,}   (beyond the allowed lateness, applied on arrival)", file=out)
+    print(f"late           {s['late']:>12,}   (beyond the allowed lateness, applied just past the watermark)", file=out)
     print(f"contacts       {s['contacts']:>12,}   ({s['known_contacts']:,} known)", file=out)
     print(f"triggers       {s['triggers']:>12,}   -> {s['triggers_file']}", file=out)
     for action, n in s["triggers_by_action"].items():

@@ -79,10 +79,17 @@ def test_kill_and_resume_gives_the_uninterrupted_results(big_log: Path, clean_ru
     rng = random.Random(f"kill-{extra}")
     kills = 0
     written_at_kill = []
-    for _ in range(KILLS):
+    full = (clean_run / "triggers.jsonl").stat().st_size
+    for k in range(KILLS):
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        # Start-up takes ~2 s; then the run makes progress and snapshots every second.
-        time.sleep(rng.uniform(2.5, 5.0))
+        # Kill at a point of progress, not of time: somewhere in the k-th quarter of the
+        # output, however fast the machine is today (a resume first cuts the file back).
+        target = full * (k + rng.uniform(0.6, 1.0)) / (KILLS + 1)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (out / "triggers.jsonl").exists() and (out / "triggers.jsonl").stat().st_size >= target:
+                break
+            time.sleep(0.02)
         if proc.poll() is not None:
             assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
             break  # it finished before the kill: the later runs simply resume a finished run
