@@ -54,8 +54,12 @@ def workloads(quick: bool) -> dict[str, Workload]:
                  "example", f"{var[0]:,} events, {max(50, var[1] // 50):,} people with up to 50 devices each, all identify"),
         Workload("many_rules", _opts(var[0] * 2 // 5, var[1] * 2 // 5, seed=11), "many_rules",
                  f"{var[0] * 2 // 5:,} events; example config + 100 generated segments + 100 generated automation rules"),
-        Workload("late_events", _opts(*var, seed=12, late_share=0.05), "example",
-                 f"{var[0]:,} events, 5% arrive 60 s-1 h after their timestamp (beyond the 5 s lateness)"),
+        # Lateness is judged per batch of lines (up to 1,000), so a late line only counts when
+        # batches span less event time than its delay: over 30 days (about 7 h per batch) 50 of
+        # 5,073 late lines did. In 2.4 h of events about 4.3% of all lines land beyond the watermark.
+        Workload("late_events", _opts(*var, seed=12, late_share=0.05, days=0.1), "example",
+                 f"{var[0]:,} events in 2.4 h of event time; 5% arrive 60 s-1 h after their timestamp, "
+                 "beyond the 5 s lateness"),
     ]
     return {x.name: x for x in w}
 
