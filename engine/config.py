@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,7 @@ class Segment:
     description: str
     condition: Compiled
 
-    @property
+    @cached_property
     def rule_id(self) -> str:
         """The rule id segment triggers carry."""
         return f"segments.{self.name}"
@@ -150,7 +151,7 @@ class CompletionAction:
     actions: list[ActionSpec]
     since_ms: int | None = None
 
-    @property
+    @cached_property
     def rule_id(self) -> str:
         """The rule id its triggers carry."""
         return f"completion_actions.{self.name}"
@@ -166,7 +167,7 @@ class AutomationRule:
     actions: list[ActionSpec]
     repeat: bool = False
 
-    @property
+    @cached_property
     def rule_id(self) -> str:
         """The rule id its triggers carry."""
         return f"automation_rules.{self.name}"
