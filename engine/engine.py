@@ -24,8 +24,9 @@ from .workflows import ACTION, IF, JUMP, WAIT, WAIT_UNTIL, Run, Workflow, captur
 # Passed as `dirty` when everything must be re-derived: a new or merged contact.
 EVERYTHING = None
 # Up to this many segments (or rules), testing each one's deps against the changes is
-# cheaper than looking the changes up in an index (the example config: 6% faster scanning
-# its 9 segments; 200 generated segments and rules: 11% faster with the index).
+# cheaper than looking the changes up in an index: the example config's 3 segments and 2
+# rules ran about 5 % faster scanning; the 102 segments and 101 rules of `many_rules` 11 %
+# faster with the index, and a third faster with the rule guards as well.
 _SCAN_UP_TO = 32
 _MAX_PASSES = 4  # actions that change state (set_trait, adjust_score) may cascade; bound it
 
