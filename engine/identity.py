@@ -57,11 +57,11 @@ class IdentityShard:
         made its effects depend on when the shard last advanced, so two replays of one file
         could differ by a trigger.
         """
+        watermark = max(self.buffer.watermark, late_before)  # pushing never moves it
         for e in events:
             if self.dedupe.seen(e.message_id, e.ts):
                 out.count("duplicates")
                 continue
-            watermark = self.buffer.watermark if self.buffer.watermark > late_before else late_before
             if e.ts <= watermark:
                 out.count("late")
                 self.buffer.push(watermark + 1, e.message_id, EVENT, Late(e, watermark + 1))
