@@ -206,7 +206,8 @@ def markdown(R: dict[str, Any]) -> str:
           + (f" plus {git['uncommitted_changes']} uncommitted changed files" if git.get("uncommitted_changes") else "")
           + f". Harness runtime **{R['total_s']:.0f} s** (budget {R['budget_s']:.0f} s).", "",
           f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}, Python {m['python']}; "
-          + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".", ""]
+          + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + "."
+          + (f" leadstream modules: {m['modules']}." if m.get("modules") else ""), ""]
 
     for step, why in (R.get("patched") or {}).items():
         L += [f"Note: `{step}` was {why}.", ""]

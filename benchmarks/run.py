@@ -128,8 +128,11 @@ def machine(bench_pkgs: dict[str, str], pathway_version: str | None) -> dict[str
         git["uncommitted_changes"] = len(dirty.splitlines())
     except OSError:
         pass
+    from leadstream import native
+
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram_gib, "os": platform.platform(),
             "python": platform.python_version(), "packages": versions, "git": git,
+            "modules": native.status()[1],  # what the `leadstream run` child processes use
             "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")}
 
 

@@ -78,13 +78,13 @@ def compile_actions(items: Any, path: str, p: Problems, profiles: frozenset[str]
                 p.add(f"{apath}.params", f"{name} needs params.{key} ({kind})")
                 ok = False
         for key, value in params.items():
-            kind = required.get(key) or optional.get(key)
-            if kind is None:
+            expected = required.get(key) or optional.get(key)
+            if expected is None:
                 allowed = ", ".join([*required, *optional]) or "none"
                 p.add(f"{apath}.params.{key}", f"unknown parameter {key!r} for {name} (expected {allowed})")
                 ok = False
-            elif not _type_ok(kind, value):
-                p.add(f"{apath}.params.{key}", f"expected {kind}, got {value!r}")
+            elif not _type_ok(expected, value):
+                p.add(f"{apath}.params.{key}", f"expected {expected}, got {value!r}")
                 ok = False
         if name == "adjust_score" and params.get("profile", "default") not in profiles:
             p.add(f"{apath}.params.profile", f"unknown scoring profile {params.get('profile')!r}")

@@ -439,7 +439,7 @@ def _compile_leaf(node: dict[str, Any], path: str, ctx: CompileContext) -> Compi
         if not isinstance(want, bool):
             p.add(f"{path}.value", f"exists expects true or false, got {_show(want)}")
             return None
-        if getter is None:
+        if getter is None or dep is None:
             return None
         g = getter
         fn: Fn = (lambda c, e, now: g(c, e, now) is not MISSING) if want else (lambda c, e, now: g(c, e, now) is MISSING)
@@ -449,7 +449,7 @@ def _compile_leaf(node: dict[str, Any], path: str, ctx: CompileContext) -> Compi
         return None
     test = _leaf_test(op, node["value"], ignore_case, path, p)
     _check_reference(node, path, ctx)
-    if getter is None or test is None:
+    if getter is None or dep is None or test is None:
         return None
     fn = _fast_leaf(node) or _flat_leaf(node, test) or _generic_leaf(getter, test)
     return Compiled(fn, node, frozenset({dep}), uses_event, (node["field"],))
@@ -492,7 +492,9 @@ def _flat_leaf(node: dict[str, Any], test: Callable[[Any], bool]) -> Fn | None:
       only the test stays a call.
     Everything else goes through ``_generic_leaf``, with the same results.
     """
-    field_name, op, value = node["field"], node.get("op"), node.get("value")
+    field_name: str = node["field"]
+    op: Any = node.get("op")
+    value: Any = node.get("value")
     root, _, rest = field_name.partition(".")
     if op in _ORDER and is_number(value):
         cmp = _ORDER[op]
@@ -597,7 +599,8 @@ def _compile_count(node: dict[str, Any], path: str, ctx: CompileContext) -> Comp
     ctx.windows.setdefault(wid, WindowSpec(wid, within, inner.fn, node["count"]))
     test = _order_test(op, value) if op in ("lt", "le", "gt", "ge") else _eq_test(value, False)
     if op == "ne":
-        test = lambda a, _eq=test: not _eq(a)
+        eq = test
+        test = lambda a: not eq(a)
 
     def fn(c: Any, e: Any, now: int) -> bool:
         return test(window_count(c, wid, within, now))

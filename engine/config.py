@@ -414,7 +414,7 @@ def _cap(body: Any, path: str, p: Problems) -> tuple[int | None, int | None]:
 
 def _grade(body: dict[str, Any], p: Problems, ctx: Any) -> GradeModel:
     _unknown_keys(body, ("bands", "rules"), "grade", p)
-    bands = DEFAULT_GRADE_BANDS
+    bands: tuple[tuple[str, float], ...] = DEFAULT_GRADE_BANDS
     if "bands" in body:
         b = body["bands"]
         if not isinstance(b, dict) or not b or any(k not in GRADES[:-1] or not _is_number(v) for k, v in b.items()):
@@ -451,7 +451,7 @@ def _stages(body: dict[str, Any], profiles: frozenset[str], p: Problems) -> Stag
     if profile not in profiles:
         p.add("stages.profile", f"unknown scoring profile {profile!r} (expected one of {', '.join(sorted(profiles))})")
         profile = "default"
-    bands = DEFAULT_STAGES
+    bands: tuple[tuple[str, float], ...] = DEFAULT_STAGES
     if "bands" in body:
         raw = body["bands"]
         parsed = []

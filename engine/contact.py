@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from heapq import merge as _merge_sorted
 from operator import attrgetter
-from typing import Any
+from typing import Any, Sequence
 
 
 def _copy_run(run: Any) -> Any:
@@ -33,6 +33,46 @@ def _max_set(a: int | None, b: int | None) -> int | None:
     return max(a, b)
 
 
+# The state of a contact, in this order: pickling, freezing (engine/store.py) and equality
+# go by it. A module constant rather than ContactState.__slots__, which classes compiled
+# by mypyc do not have (see leadstream/native.py).
+FIELDS = (
+    "contact_id",
+    "user_id",
+    "anonymous_ids",
+    "traits",
+    "scores",
+    "fit",
+    "grade",
+    "stage",
+    "stage_since",
+    "segments",
+    "lists",
+    "first_seen",
+    "last_seen",
+    "first_campaign",
+    "first_campaign_at",
+    "visits",
+    "last_visit_ts",
+    "visit_start",
+    "counts",
+    "windows",
+    "caps",
+    "fired",
+    "matching",
+    "events",
+    "updated_at",
+    "score_at",
+    "last_activity",
+    "decay_steps",
+    "timers",
+    "runs",
+    "wf_entries",
+    "wf_fired",
+    "deleted",
+)
+
+
 class ContactState:
     """Everything the engine knows about one contact (known) or one device (anonymous).
 
@@ -41,43 +81,12 @@ class ContactState:
     engine; the rest is history that ``merge`` combines.
     """
 
-    __slots__ = (
-        "contact_id",
-        "user_id",
-        "anonymous_ids",
-        "traits",
-        "scores",
-        "fit",
-        "grade",
-        "stage",
-        "stage_since",
-        "segments",
-        "lists",
-        "first_seen",
-        "last_seen",
-        "first_campaign",
-        "first_campaign_at",
-        "visits",
-        "last_visit_ts",
-        "visit_start",
-        "counts",
-        "windows",
-        "caps",
-        "fired",
-        "matching",
-        "events",
-        "updated_at",
-        "score_at",
-        "last_activity",
-        "decay_steps",
-        "timers",
-        "runs",
-        "wf_entries",
-        "wf_fired",
-        "deleted",
-    )
+    __slots__ = FIELDS
 
-    def __init__(self, contact_id: str, user_id: str | None = None) -> None:
+    def __init__(self, contact_id: str, user_id: str | None = None, state: Sequence[Any] | None = None) -> None:
+        if state is not None:  # restoring: pickle and thaw pass the fields in FIELDS order
+            self.__setstate__(state)
+            return
         self.contact_id = contact_id
         self.user_id = user_id
         self.anonymous_ids: list[str] = [] if user_id is not None else [contact_id]
@@ -132,9 +141,13 @@ class ContactState:
     def __getstate__(self) -> tuple[Any, ...]:
         return _GET_STATE(self)
 
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for name, value in zip(self.__slots__, state):
+    def __setstate__(self, state: Sequence[Any]) -> None:
+        for name, value in zip(FIELDS, state):
             setattr(self, name, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt through the constructor: compiled classes cannot be made with __new__ alone.
+        return (ContactState, (self.contact_id, self.user_id, _GET_STATE(self)))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ContactState):
@@ -146,8 +159,7 @@ class ContactState:
 
     def copy(self) -> ContactState:
         """Return a deep-enough copy: containers are copied, scalars shared."""
-        new = ContactState.__new__(ContactState)
-        new.__setstate__(self.__getstate__())
+        new = ContactState(self.contact_id, self.user_id, _GET_STATE(self))
         new.anonymous_ids = list(self.anonymous_ids)
         new.traits = dict(self.traits)
         new.scores = dict(self.scores)
@@ -283,4 +295,4 @@ class ContactState:
 
 # Every idle contact is frozen through this (thousands a second): attrgetter builds
 # the state tuple in C, about twice as fast as a generator over the slot names.
-_GET_STATE = attrgetter(*ContactState.__slots__)
+_GET_STATE = attrgetter(*FIELDS)

@@ -12,6 +12,10 @@ from .store import ContactStore
 from .timers import TimerQueue, advance_in_time
 
 
+# Named fields, not __dict__, which classes compiled by mypyc do not have.
+_STATE = ("shard", "contacts", "buffer", "timers", "changed")
+
+
 class ContactShard:
     """Keyed state of stage two: known contacts and the reorder buffer."""
 
@@ -71,8 +75,9 @@ class ContactShard:
         self.changed = set()
         return changed
 
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ContactShard, (self.shard,), {name: getattr(self, name) for name in _STATE})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        for name, value in state.items():
+            setattr(self, name, value)

@@ -122,7 +122,7 @@ def _timestamp(obj: dict[str, Any]) -> int:
 
 
 # Event types the fast path decodes, with the key of their name (None: they have none).
-_FAST_NAME_KEY = {"track": "event", "page": "name", "screen": "name", "identify": None}
+_FAST_NAME_KEY: dict[str, str | None] = {"track": "event", "page": "name", "screen": "name", "identify": None}
 
 
 def _plain_id(value: Any) -> bool:
@@ -142,8 +142,8 @@ def _fast_build(obj: dict[str, Any]) -> Event | None:
     etype = obj.get("type")
     if type(etype) is not str:
         return None
-    name_key = _FAST_NAME_KEY.get(etype, 0)
-    if name_key == 0:
+    name_key = _FAST_NAME_KEY.get(etype, "")
+    if name_key == "":
         return None
     anonymous_id = obj.get("anonymousId")
     user_id = obj.get("userId")

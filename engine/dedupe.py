@@ -53,6 +53,10 @@ class Deduper:
         # The buckets are the whole state: the id dict is rebuilt from them.
         return (self.window_ms, self._buckets.lists)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Through the constructor: compiled classes cannot be made with __new__ alone.
+        return (Deduper, (self.window_ms,), self.__getstate__())
+
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         if len(state) == 3:  # before buckets: (window_ms, id -> ts, queue of (ts, id))
             window_ms, by_id, _ = state

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 from .actions import ActionSpec
 from .conditions import Compiled, combine, explain
-from .config import AutomationRule, CompletionAction, Config, ScoringRule, Segment
+from .config import AutomationRule, Config, ScoringRule, Segment
 from .contact import ContactState
 from .events import Event
 from .triggers import Trigger, make_trigger
@@ -420,7 +420,6 @@ class Engine:
 
     def _completion_actions(self, c: ContactState, e: Event, out: list[Trigger]) -> None:
         for test, ca in self._completions.candidates(e):
-            ca: CompletionAction
             if ca.since_ms is not None and e.ts < ca.since_ms:
                 continue  # not retroactive: events before the action existed never fire it
             if test(c, e, e.ts):
@@ -566,9 +565,9 @@ class Engine:
                             if (wf.trigger_segment in entered if wf.trigger_segment is not None
                                 else wf.trigger_stage in stages)]
         if event is not None:
-            for test, wf in self._wf_by_event.candidates(event):
+            for test, flow in self._wf_by_event.candidates(event):
                 if test(c, event, now):
-                    entering.append(wf)
+                    entering.append(flow)
         if len(entering) > 1:
             entering.sort(key=lambda wf: self._wf_order[wf.name])
         for wf in entering:

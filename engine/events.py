@@ -98,3 +98,7 @@ class Rejection:
         """Return the dead-letter record."""
         return {"reason": self.reason, "detail": self.detail, "raw": self.raw, "source": self.source}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Through the constructor: a compiled frozen class refuses the default's setattr.
+        return (Rejection, (self.reason, self.detail, self.raw, self.source))
+

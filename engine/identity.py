@@ -27,6 +27,12 @@ class Late(NamedTuple):
     at: int
 
 
+# Named fields, not __dict__, which classes compiled by mypyc do not have; a dict is
+# what snapshots written before held.
+_STATE = ("shard", "links", "profiles", "dedupe", "buffer", "timers", "changed_links", "changed_profiles",
+          "removed_profiles")
+
+
 class IdentityShard:
     """Keyed state of stage one: device links, anonymous profiles, seen messageIds, the reorder buffer."""
 
@@ -83,36 +89,40 @@ class IdentityShard:
 
     # ------------------------------------------------------------ one event
 
-    def _apply(self, engine: Engine, e: Event | Late, out: ShardOutput) -> None:
+    def _apply(self, engine: Engine, item: Event | Late, out: ShardOutput) -> None:
         # Records sent on sort by where the event was applied: a late one by its place, not its time.
-        if type(e) is Late:
-            e, at, late = e.event, e.at, True
+        e: Event
+        if type(item) is Late:
+            e, at, late = item.event, item.at, True
         else:
+            e = item  # type: ignore[assignment]
             at, late = e.ts, False
         out.count("accepted")
+        user_id = e.user_id
         if e.type == "alias":
-            self._link(e.previous_id, e.user_id, e, at, out, late)  # type: ignore[arg-type]
-            self._forward(e.user_id, e, at, out, late)  # type: ignore[arg-type]
-        elif e.user_id is not None:
+            # Decoding holds an alias to a previousId and a userId.
+            self._link(e.previous_id, user_id, e, at, out, late)  # type: ignore[arg-type]
+            self._forward(user_id, e, at, out, late)  # type: ignore[arg-type]
+        elif user_id is not None:
             if e.anonymous_id is not None:
-                self._link(e.anonymous_id, e.user_id, e, at, out, late)
-            self._forward(e.user_id, e, at, out, late)
+                self._link(e.anonymous_id, user_id, e, at, out, late)
+            self._forward(user_id, e, at, out, late)
         else:
-            device = e.anonymous_id
-            link = self.links.get(device)  # type: ignore[arg-type]
+            device: str = e.anonymous_id  # type: ignore[assignment]  # decoding: no userId means an anonymousId
+            link = self.links.get(device)
             if link is not None:
                 self._forward(link[0], e, at, out, late)
                 return
-            profile = self.profiles.get(device)  # type: ignore[arg-type]
+            profile = self.profiles.get(device)
             if profile is None:
-                profile = self.profiles[device] = engine.new_contact(device, None)  # type: ignore[index]
+                profile = self.profiles[device] = engine.new_contact(device, None)
             if profile.deleted:
                 out.count("suppressed")
                 return
             out.triggers.extend(engine.apply(profile, e))
-            out.applied.append((device, e))  # type: ignore[arg-type]
-            self.changed_profiles.add(device)  # type: ignore[arg-type]
-            self.timers.sync(device, profile.timers)  # type: ignore[arg-type]
+            out.applied.append((device, e))
+            self.changed_profiles.add(device)
+            self.timers.sync(device, profile.timers)
 
     def _link(self, device: str, user_id: str, e: Event, at: int, out: ShardOutput, late: bool) -> None:
         if device == user_id:
@@ -154,8 +164,9 @@ class IdentityShard:
         self.changed_links, self.changed_profiles, self.removed_profiles = set(), set(), {}
         return links, profiles, removed
 
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (IdentityShard, (self.shard, 0), {name: getattr(self, name) for name in _STATE})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        for name, value in state.items():
+            setattr(self, name, value)

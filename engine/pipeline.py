@@ -72,8 +72,8 @@ class LocalPipeline:
             shard.advance(self.engine, watermark, out)
         self._route(out)
         out2 = ShardOutput()
-        for shard in self.contact_shards:
-            shard.advance(self.engine, watermark, out2)
+        for contact_shard in self.contact_shards:
+            contact_shard.advance(self.engine, watermark, out2)
         self._collect(out2)
 
     def _route(self, out: ShardOutput) -> None:
@@ -99,8 +99,8 @@ class LocalPipeline:
         out: dict[str, ContactState] = {}
         for shard in self.identity:
             out.update(shard.profiles)
-        for shard in self.contact_shards:
-            out.update(shard.contacts)
+        for contact_shard in self.contact_shards:
+            out.update(contact_shard.contacts)
         return out
 
     def identities(self) -> dict[str, tuple[str, int]]:

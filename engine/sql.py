@@ -166,7 +166,7 @@ def _contains(value: _Value, literal: Any, ignore_case: bool) -> str:
 
 def _leaf(node: dict[str, Any], value: _Value) -> str:
     op = node["op"]
-    literal = node.get("value")
+    literal: Any = node.get("value")
     ic = bool(node.get("ignore_case", False))
     if op == "exists":
         want = node.get("value", True)

@@ -72,7 +72,7 @@ def format_ms(ms: int) -> str:
     return f"{prefix}{sec:02d}.{milli:03d}Z"
 
 
-def parse_duration_ms(text: str) -> int:
+def parse_duration_ms(text: object) -> int:
     """Parse a duration such as ``"30m"``, ``"7d"``, ``"1.5h"`` or ``"250ms"`` into milliseconds.
 
     Raises ValueError naming the accepted units.

@@ -7,7 +7,7 @@ the warehouse writer turns batches of tuples into Arrow tables with fixed schema
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pyarrow as pa
@@ -163,7 +163,7 @@ class _Columns:
     """A part kind's rows kept as one Python list per column of its schema."""
 
     __slots__ = ("cols",)
-    schema: pa.Schema
+    schema: ClassVar[pa.Schema]
 
     def __init__(self) -> None:
         self.cols: tuple[list[Any], ...] = tuple([] for _ in self.schema)
@@ -193,7 +193,7 @@ class EventColumns(_Columns):
     """
 
     __slots__ = ()
-    schema = EVENT_PART
+    schema: ClassVar[pa.Schema] = EVENT_PART
 
     def extend(self, applied: list[tuple[str, Event]]) -> None:
         """Append (contact_id, Event) pairs, in apply order."""
@@ -217,7 +217,7 @@ class TriggerColumns(_Columns):
     """Fired triggers as the triggers part's columns (see EventColumns for why)."""
 
     __slots__ = ()
-    schema = TRIGGER_PART
+    schema: ClassVar[pa.Schema] = TRIGGER_PART
 
     def extend(self, triggers: list[Trigger]) -> None:
         """Append triggers, in firing order."""
@@ -258,7 +258,7 @@ def to_table(name: str, rows: Any) -> pa.Table:
     if name == "triggers":
         return triggers_table(rows)
     schema = PART_SCHEMAS[name]
-    columns = list(zip(*rows)) if rows else [[] for _ in schema]
+    columns: list[Any] = list(zip(*rows)) if rows else [[] for _ in schema]
     return pa.table([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)
 
 

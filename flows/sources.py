@@ -88,6 +88,9 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         self.follow = follow
         self.is_dir = name != "-" and Path(name).is_dir()
         # Resume state: (current file, lines consumed in it, byte offset in it).
+        self.file: str | None
+        self.line_no: int
+        self.offset: int
         self.file, self.line_no, self.offset = resume if resume is not None else (None, 0, 0)
         self.fh: BinaryIO | None = None
         self.partial = b""

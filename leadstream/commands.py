@@ -15,6 +15,8 @@ import duckdb
 
 from engine.config import Config, load_config
 
+from . import native
+
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "marketing.toml"
 
 
@@ -413,6 +415,7 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
     for action, n in s["triggers_by_action"].items():
         print(f"  {action:<20} {n:>8,}", file=out)
     print(f"throughput     {s['lines_per_s']:>12,.0f} lines/s over {s['elapsed_s']:.1f} s", file=out)
+    print(f"modules        {native.describe()}", file=out)
     n = s["snapshots"]
     print(f"warehouse      {s['warehouse']}   ({n} snapshot{'s' * (n != 1)} published)", file=out)
 

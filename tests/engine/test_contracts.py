@@ -75,12 +75,18 @@ OP_VALUES: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
-def _set_attr(name: str) -> Callable[[ContactState, Event, Any], None]:
-    return lambda c, e, v: setattr(c, name, v)
+def _fits(v: Any, kinds: tuple[type, ...]) -> bool:
+    return isinstance(v, kinds) and not (isinstance(v, bool) and bool not in kinds)
 
 
-def _set_event_attr(name: str) -> Callable[[ContactState, Event, Any], None]:
-    return lambda c, e, v: setattr(e, name, v)
+# Typed fields take only values of their type: the engine writes nothing else there, and
+# compiled (leadstream/native.py) they refuse anything else. Other values leave the field be.
+def _set_attr(name: str, *kinds: type) -> Callable[[ContactState, Event, Any], None]:
+    return lambda c, e, v: setattr(c, name, v) if _fits(v, kinds) else None
+
+
+def _set_event_attr(name: str, *kinds: type) -> Callable[[ContactState, Event, Any], None]:
+    return lambda c, e, v: setattr(e, name, v) if _fits(v, kinds) else None
 
 
 # Field kinds: field name -> how to put a generated JSON value where the field reads it.
@@ -91,18 +97,18 @@ FIELD_SETTERS: dict[str, Callable[[ContactState, Event, Any], None]] = {
     "first_campaign.source": lambda c, e, v: setattr(c, "first_campaign", {"source": v}),
     "score.default": lambda c, e, v: c.scores.__setitem__("default", v),
     "counts.Form Submitted": lambda c, e, v: c.counts.__setitem__("Form Submitted", v),
-    "stage": _set_attr("stage"),
-    "visits": _set_attr("visits"),
-    "fit": _set_attr("fit"),
+    "stage": _set_attr("stage", str, type(None)),
+    "visits": _set_attr("visits", int),
+    "fit": _set_attr("fit", float),
     "segments": lambda c, e, v: setattr(c, "segments", {"s": START, **({v: START} if isinstance(v, str) else {})}),
     "lists": lambda c, e, v: setattr(c, "lists", {"l": START, **({v: START} if isinstance(v, str) else {})}),
     "known": lambda c, e, v: None,
     "user_id": lambda c, e, v: None,
     "contact_id": lambda c, e, v: None,
-    "event.name": _set_event_attr("name"),
+    "event.name": _set_event_attr("name", str, type(None)),
     "event.type": lambda c, e, v: None,
     "event.message_id": lambda c, e, v: None,
-    "event.group_id": _set_event_attr("group_id"),
+    "event.group_id": _set_event_attr("group_id", str, type(None)),
     "event.starts_visit": lambda c, e, v: None,
     "event.properties.x": lambda c, e, v: e.properties.__setitem__("x", v),
     "event.properties.a.b": lambda c, e, v: e.properties.__setitem__("a", {"b": v}),

@@ -47,7 +47,7 @@ def test_state_round_trips_and_old_state_restores() -> None:
         d.seen(f"m{i}", T0 + i * BUCKET_MS // 3)
     back = pickle.loads(pickle.dumps(d))
     assert back.__getstate__() == d.__getstate__() and len(back) == 50 and back.seen("m7", T0)
-    old = Deduper.__new__(Deduper)
+    old = Deduper(HOUR)  # how pickle rebuilds it (__reduce__), then the old state
     old.__setstate__((HOUR, {"a": T0, "b": T0 + 2 * HOUR}, deque([(T0, "a"), (T0 + 2 * HOUR, "b")])))
     assert len(old) == 2 and old.seen("a", T0)
     old.expire(T0 + HOUR + BUCKET_MS)

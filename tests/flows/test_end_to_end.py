@@ -97,7 +97,7 @@ def test_summary_and_exit_code(clickstream: Path, tmp_path: Path) -> None:
     res = run_into(tmp_path, [clickstream])
     out = res.stdout
     for word in ("lines read", "reconciles", "accepted", "dead-lettered", "duplicates", "late", "contacts",
-                 "triggers", "send_email", "throughput", "lines/s", "warehouse"):
+                 "triggers", "send_email", "throughput", "lines/s", "modules", "warehouse"):
         assert word in out, out
 
 

@@ -1,0 +1,93 @@
+"""Compiled and pure-Python modules give the same run, and a run says which it used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leadstream import native
+
+from .conftest import ROOT, leadstream, run_into, tables, trigger_ids
+
+BUILT = native.status()[0]
+needs_build = pytest.mark.skipif(not BUILT, reason=f"no matching compiled build: {native.status()[1]}")
+
+
+@needs_build
+def test_runs_import_the_compiled_modules_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A built tree runs the compiled modules; LEADSTREAM_PURE=1 runs the sources."""
+    assert "compiled" in leadstream("native").stdout
+    monkeypatch.setenv(native.PURE_ENV, "1")
+    assert leadstream("native").stdout.startswith("pure Python (LEADSTREAM_PURE is set)")
+
+
+@needs_build
+@pytest.mark.slow
+def test_compiled_and_pure_runs_write_the_same_outputs(clickstream: Path, baseline: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baseline (compiled) and a pure-Python run give the same tables, trigger lines and dead letters."""
+    monkeypatch.setenv(native.PURE_ENV, "1")
+    res = run_into(tmp_path, [clickstream])
+    assert "modules        pure Python (LEADSTREAM_PURE is set)" in res.stdout
+    assert tables(tmp_path / "warehouse.duckdb") == tables(baseline / "warehouse.duckdb")
+    assert trigger_ids(tmp_path / "triggers.jsonl") == trigger_ids(baseline / "triggers.jsonl")
+    # Byte for byte: a float that became an int (or back) on the way would show here.
+    assert sorted((tmp_path / "triggers.jsonl").read_bytes().splitlines()) == sorted(
+        (baseline / "triggers.jsonl").read_bytes().splitlines())
+    assert (tmp_path / "dead_letters.jsonl").read_bytes() == (baseline / "dead_letters.jsonl").read_bytes()
+
+
+def _fake_build(root: Path, tag: str | None = None) -> Path:
+    """A source tree holding the compiled modules' sources and a manifest that matches them."""
+    for module in native.MODULES:
+        (root / module).parent.mkdir(parents=True, exist_ok=True)
+        (root / module).write_bytes((ROOT / module).read_bytes())
+    (root / ".native").mkdir()
+    import json
+    import sys
+
+    manifest = {"cache_tag": tag or sys.implementation.cache_tag, "mypyc": "test", "sources": native.digests(root)}
+    (root / ".native" / native.MANIFEST).write_text(json.dumps(manifest))
+    return root
+
+
+def test_a_matching_build_is_usable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sources as they were at the build: the compiled modules are used."""
+    monkeypatch.delenv(native.PURE_ENV, raising=False)
+    ok, why = native.status(_fake_build(tmp_path))
+    assert ok and why.startswith(f"compiled ({len(native.MODULES)} modules")
+
+
+def test_an_edited_source_turns_the_build_off_and_says_which(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One changed source is enough: runs fall back to the sources and name the file and the fix."""
+    monkeypatch.delenv(native.PURE_ENV, raising=False)
+    root = _fake_build(tmp_path)
+    with (root / "engine/engine.py").open("a") as fh:
+        fh.write("\n# edited\n")
+    ok, why = native.status(root)
+    assert not ok and why == "pure Python (engine/engine.py changed since the build: run `make native`)"
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("other-python", "pure Python (compiled for cpython-99, running "),
+        ("no-build", "pure Python (no compiled modules: run `make native`)"),
+        ("pure-env", "pure Python (LEADSTREAM_PURE is set)"),
+        ("bad-manifest", "pure Python (unreadable "),
+    ],
+)
+def test_a_build_that_does_not_fit_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setup: str,
+                                               expected: str) -> None:
+    """Another interpreter's build, no build, the opt-out and a damaged manifest all run the sources."""
+    monkeypatch.delenv(native.PURE_ENV, raising=False)
+    root = _fake_build(tmp_path, tag="cpython-99" if setup == "other-python" else None)
+    if setup == "no-build":
+        (root / ".native" / native.MANIFEST).unlink()
+    elif setup == "pure-env":
+        monkeypatch.setenv(native.PURE_ENV, "1")
+    elif setup == "bad-manifest":
+        (root / ".native" / native.MANIFEST).write_text("{not json")
+    ok, why = native.status(root)
+    assert not ok and why.startswith(expected)
