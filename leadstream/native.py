@@ -33,10 +33,13 @@ PURE_ENV = "LEADSTREAM_PURE"
 # CLI, Bytewax glue that subclasses Bytewax's classes, the clocks that see a tick per
 # batch) stays interpreted.
 MODULES = (
+    "engine/actions.py",
     "engine/buckets.py",
     "engine/conditions.py",
     "engine/contact.py",
+    "engine/config.py",
     "engine/contacts.py",
+    "engine/decay.py",
     "engine/decode.py",
     "engine/dedupe.py",
     "engine/engine.py",
