@@ -207,7 +207,8 @@ def markdown(R: dict[str, Any]) -> str:
           + f". Harness runtime **{R['total_s']:.0f} s** (budget {R['budget_s']:.0f} s).", "",
           f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}, Python {m['python']}; "
           + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + "."
-          + (f" leadstream modules: {m['modules']}." if m.get("modules") else ""), ""]
+          + (f" leadstream modules (as the `standard` run reported them): {std.get('modules') or m.get('modules')}."
+             if std.get("modules") or m.get("modules") else ""), ""]
 
     for step, why in (R.get("patched") or {}).items():
         L += [f"Note: `{step}` was {why}.", ""]

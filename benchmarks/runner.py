@@ -40,6 +40,10 @@ def main(argv: list[str]) -> int:
     profile_out = own[own.index("--pyinstrument") + 1] if "--pyinstrument" in own else None
     publishes: list[dict] = []
     t0 = [time.perf_counter()]
+    # First, as the `leadstream` command does: importing it puts the compiled modules in
+    # place, which it cannot do once flows/ or engine/ modules are loaded.
+    from leadstream import native
+
     try:
         from flows import warehouse
 
@@ -96,7 +100,7 @@ def main(argv: list[str]) -> int:
     with open(stats_path, "w") as fh:
         json.dump({"exit_code": code, "error": error, "elapsed_s": elapsed, "ru_maxrss_kb": peak_rss_kb(),
                    "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
-                   "publish_patched": patched, "publishes": publishes}, fh)
+                   "publish_patched": patched, "publishes": publishes, "modules": native.describe()}, fh)
     return code
 
 

@@ -91,3 +91,34 @@ def test_a_build_that_does_not_fit_is_not_used(tmp_path: Path, monkeypatch: pyte
         (root / ".native" / native.MANIFEST).write_text("{not json")
     ok, why = native.status(root)
     assert not ok and why.startswith(expected)
+
+
+def _source_tree(root: Path) -> Path:
+    """A copy of the engine and flow packages to build in."""
+    import shutil
+
+    for package in native.PACKAGES:
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def test_a_failing_c_compiler_leaves_the_sources_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """No Python headers, a broken compiler: the build says so, exits 0 and leaves no build behind."""
+    root = _source_tree(tmp_path)
+    monkeypatch.setenv("CC", "false")
+    assert native.build(root) == 0
+    err = capsys.readouterr().err
+    assert "native: the C build failed" in err and "runs as pure Python" in err
+    assert not (root / ".native").exists() and native.status(root)[1].startswith("pure Python (no compiled modules")
+
+
+def test_a_type_error_fails_the_build_and_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Code mypyc cannot compile is an error: compiled, a wrong annotation would fail at run time."""
+    root = _source_tree(tmp_path)
+    with (root / "engine/ids.py").open("a") as fh:
+        fh.write("\n\ndef broken() -> int:\n    return 'not an int'\n")
+    assert native.build(root) == 1
+    err = capsys.readouterr().err
+    assert "engine/ids.py" in err and "incompatible return value" in err.lower()
+    assert "native: mypyc rejected the sources" in err
