@@ -29,9 +29,9 @@ NATIVE_DIR = ROOT / ".native"
 MANIFEST = "manifest.json"
 PURE_ENV = "LEADSTREAM_PURE"
 
-# What runs per event or per record. Cold code (config loading, SQL compilation, the
-# CLI, Bytewax glue that subclasses Bytewax's classes, the clocks that see a tick per
-# batch) stays interpreted.
+# What runs per event or per record, and the config objects it reads. Cold code (SQL
+# compilation, the CLI, sources and sinks, the warehouse writer, the clocks that see a
+# tick per batch) stays interpreted.
 MODULES = (
     "engine/actions.py",
     "engine/buckets.py",
@@ -56,6 +56,7 @@ MODULES = (
     "engine/workflows.py",
     "flows/packets.py",
     "flows/router.py",
+    "flows/stages.py",
     "flows/rows.py",
 )
 PACKAGES = ("engine", "flows")
