@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet -e '.[test,native]'
 	@touch $(STAMP)
 
-# Recompile when any engine or flow source changes (about 40 s on 2 cores). Runs check the
+# Recompile when any engine or flow source changes (about 45 s on 2 cores). Runs check the
 # sources' digests themselves, so a stale build is never used, only slower to replace.
 native: $(NATIVE)
 

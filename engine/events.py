@@ -101,4 +101,3 @@ class Rejection:
     def __reduce__(self) -> tuple[Any, ...]:
         # Through the constructor: a compiled frozen class refuses the default's setattr.
         return (Rejection, (self.reason, self.detail, self.raw, self.source))
-

@@ -6,7 +6,7 @@ the warehouse writer turns batches of tuples into Arrow tables with fixed schema
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson

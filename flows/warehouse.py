@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 from bytewax.operators import StatefulBatchLogic
 

@@ -56,8 +56,8 @@ MODULES = (
     "engine/workflows.py",
     "flows/packets.py",
     "flows/router.py",
-    "flows/stages.py",
     "flows/rows.py",
+    "flows/stages.py",
 )
 PACKAGES = ("engine", "flows")
 
