@@ -31,7 +31,8 @@ PURE_ENV = "LEADSTREAM_PURE"
 
 # What runs per event or per record, and the config objects it reads. Cold code (SQL
 # compilation, the CLI, sources and sinks, the warehouse writer, the clocks that see a
-# tick per batch) stays interpreted.
+# tick per batch) stays interpreted, and so do the stages' Bytewax glue: compiled, it
+# measured within the noise (1-2 % faster in 1 process, 5 % slower in one 2-process pair).
 MODULES = (
     "engine/actions.py",
     "engine/buckets.py",
@@ -57,7 +58,6 @@ MODULES = (
     "flows/packets.py",
     "flows/router.py",
     "flows/rows.py",
-    "flows/stages.py",
 )
 PACKAGES = ("engine", "flows")
 
