@@ -1,7 +1,7 @@
 """The hot modules compiled with mypyc: built by `make`, used only while they match the sources.
 
 The engine and the flow's per-event code are plain typed Python. Compiled by mypyc
-(the compiler mypy itself and black ship with), the same source runs about 1.3-1.4x
+(the compiler mypy and black are themselves built with), the same source runs about 1.3-1.4x
 faster end to end, with no second implementation to keep in step. The build is an
 accelerator, never a requirement:
 
@@ -25,13 +25,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NATIVE_DIR = ROOT / ".native"
 MANIFEST = "manifest.json"
 PURE_ENV = "LEADSTREAM_PURE"
 
 # What runs per event or per record, and the config objects it reads. Cold code (SQL
 # compilation, the CLI, sources and sinks, the warehouse writer, the clocks that see a
-# tick per batch) stays interpreted, and so do the stages' Bytewax glue: compiled, it
+# tick per batch) stays interpreted, and so does the stages' Bytewax glue: compiled, it
 # measured within the noise (1-2 % faster in 1 process, 5 % slower in one 2-process pair).
 MODULES = (
     "engine/actions.py",
