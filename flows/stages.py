@@ -85,13 +85,7 @@ class _Pending:
                 for chunk in chunks.get(name, ()):
                     state[name].extend_table(chunk)
                 state[name].extend(objects)
-        for name, value in state.items():  # not __dict__: compiled classes have none
-            setattr(self, name, value)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Through the constructor: compiled classes cannot be made with __new__ alone.
-        return (_Pending, (), {"events": self.events, "triggers": self.triggers, "dead_letters": self.dead_letters,
-                               "counts": self.counts})
+        self.__dict__.update(state)
 
 
 def _trigger_lines(out: ShardOutput) -> list[tuple[str, tuple[str, str]]]:
