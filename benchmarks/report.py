@@ -183,6 +183,29 @@ def _publish_stats(run: dict | None) -> dict[str, Any] | None:
             "contacts_at_last": run["publishes"][-1].get("contacts")}
 
 
+STEP_RUNS = ("standard", "peer_semantics", "scale", "hot_key", "merge_storm", "many_rules", "late_events")
+
+
+def _step_table(runs: dict[str, Any]) -> list[str]:
+    """The 1-process runs' worker time by step, as the run itself measured it (flows/progress.py)."""
+    have = [(name, runs[name]) for name in STEP_RUNS if isinstance(runs.get(name), dict) and runs[name].get("step_seconds")]
+    if not have:
+        return []
+    from flows.progress import STEPS, step_shares
+
+    cols = [s for s in STEPS if any(s in r["step_seconds"] for _, r in have)] + ["other"]
+    L = ["**Worker time by step** (1 process; each step's share of the run's wall time, measured by the run "
+         "itself, so compiled modules count where they run; `other` is Bytewax's scheduling, the small steps "
+         "between the stages, start-up and shut-down):", "",
+         "| run | " + " | ".join(cols) + " | µs per line |", "|---" * (len(cols) + 2) + "|"]
+    for name, r in have:
+        shares = {step: share for step, _, share in step_shares(r["step_seconds"], r["elapsed_s"])}
+        per_line = 1e6 * r["elapsed_s"] / r["lines_read"] if r.get("lines_read") else None
+        L.append(f"| {name} | " + " | ".join(f"{shares[c]:.0%}" if c in shares else "" for c in cols)
+                 + (f" | {per_line:.1f} |" if per_line else " | |"))
+    return L + [""]
+
+
 def write(R: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for run in R["runs"].values():
@@ -355,6 +378,7 @@ def markdown(R: dict[str, Any]) -> str:
         L += [f"not measured: {(lat or {}).get('error') or R['skipped'].get('latency', 'not run')}", ""]
 
     L += ["## Where the time goes", ""]
+    L += _step_table(runs)
     prof = std.get("profile")
     if prof and prof.get("samples"):
         L += [f"py-spy sampled the 1-process `standard` run above ({prof['samples']:,} samples at {prof['rate_hz']} Hz, "

@@ -97,10 +97,18 @@ def main(argv: list[str]) -> int:
 
             fh.write(profiler.output(JSONRenderer()))
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        from flows.progress import PROGRESS
+
+        # The worker's time by step (one process only: children of --processes keep their own).
+        step_seconds = {k: round(v, 3) for k, v in PROGRESS.steps().items()}
+    except Exception:  # the progress module was refactored: run without the split
+        step_seconds = {}
     with open(stats_path, "w") as fh:
         json.dump({"exit_code": code, "error": error, "elapsed_s": elapsed, "ru_maxrss_kb": peak_rss_kb(),
                    "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
-                   "publish_patched": patched, "publishes": publishes, "modules": native.describe()}, fh)
+                   "publish_patched": patched, "publishes": publishes, "modules": native.describe(),
+                   "step_seconds": step_seconds}, fh)
     return code
 
 

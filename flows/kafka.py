@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from .progress import PROGRESS
+from .progress import PROGRESS, timed
 from .sources import IDLE_AFTER_S, MAX_BATCH_LINES, POLL, STOP, SourceBatch
 
 
@@ -110,6 +110,7 @@ class _KafkaLinePartition(StatefulSourcePartition[SourceBatch, Any]):
         return SourceBatch(self.name, offset if isinstance(offset, int) and offset >= 0 else 0, self.name, [],
                            eof=eof, idle_ms=idle_ms)
 
+    @timed("read")
     def next_batch(self) -> list[SourceBatch]:
         """Messages as line batches (split where offsets jump), or an idle/EOF marker."""
         if self.sent_eof:

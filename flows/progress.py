@@ -1,11 +1,26 @@
-"""Progress of a run, shared between the sources, the warehouse writer and the terminal display."""
+"""Progress of a run, shared between the sources, the warehouse writer and the terminal display.
+
+It also keeps the worker's time by step: how long the worker spent inside each of the
+flow's steps (reading, decoding, the two shard stages, the warehouse step, the output
+files, collector passes). Compiled modules hide from a sampling profiler's Python view,
+so this split is what the summary and the benchmark report show. What no step claims is
+Bytewax's own scheduling, the small routing steps between the stages, start-up and shut-down.
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+R = TypeVar("R")
+
+# The steps in the order the summary shows them (the flow's order); "gc" is the
+# collector passes of flows.runtime.checkpoint, wherever they ran.
+STEPS = ("read", "decode", "identity", "contacts", "warehouse", "outputs", "gc")
 
 
 @dataclass
@@ -18,7 +33,28 @@ class Progress:
     snapshots: int = 0
     last_snapshot: str = ""
     started: float = field(default_factory=time.monotonic)
+    step_seconds: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self) -> None:
+        """Start over for a new run in this process (counters, clock and step times)."""
+        with self.lock:
+            self.total_bytes, self.read_bytes, self.step_seconds = {}, {}, {}
+            self.lines = self.snapshots = 0
+            self.last_snapshot = ""
+            self.started = time.monotonic()
+
+    def add_time(self, step: str, seconds: float) -> None:
+        """Add the worker's time inside one call of a step."""
+        with self.lock:
+            self.step_seconds[step] = self.step_seconds.get(step, 0.0) + seconds
+
+    def steps(self) -> dict[str, float]:
+        """Seconds per step so far, in flow order (steps that never ran are left out)."""
+        with self.lock:
+            known = [(k, self.step_seconds[k]) for k in STEPS if k in self.step_seconds]
+            extra = sorted((k, v) for k, v in self.step_seconds.items() if k not in STEPS)
+        return dict(known + extra)
 
     def add_total(self, part: str, size: int) -> None:
         """Record the size of a file a partition opened."""
@@ -49,6 +85,31 @@ class Progress:
 
 
 PROGRESS = Progress()
+
+
+def timed(step: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Decorate a step's function or method so that each call's time counts for ``step``."""
+
+    def wrap(fn: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> R:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                PROGRESS.add_time(step, time.perf_counter() - started)
+
+        return call
+
+    return wrap
+
+
+def step_shares(steps: dict[str, float], elapsed: float) -> list[tuple[str, float, float]]:
+    """(step, seconds, share of ``elapsed``) for each step, then "other": the rest of the run."""
+    out = [(k, v, v / elapsed if elapsed > 0 else 0.0) for k, v in steps.items()]
+    rest = max(0.0, elapsed - sum(steps.values()))
+    out.append(("other", rest, rest / elapsed if elapsed > 0 else 0.0))
+    return out
 
 
 class ProgressDisplay:

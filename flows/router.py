@@ -11,6 +11,7 @@ from engine.ordering import NEVER, watermark_for
 
 from . import runtime
 from .packets import Tick, ToIdentity
+from .progress import PROGRESS
 from .sources import SourceBatch
 
 # How often a partition's progress reaches shards that had no events from it. In a
@@ -44,6 +45,7 @@ class Router:
     def route(self, batch: SourceBatch) -> list[tuple[str, ToIdentity]]:
         """Decode one batch of lines into (shard key, packet) pairs."""
         runtime.checkpoint()  # the previous batch is through every step: little is young now
+        started = time.perf_counter()
         shards = self.shards
         packets: dict[int, ToIdentity] = {}
         newest = self._max.get(batch.part, NEVER)
@@ -88,4 +90,5 @@ class Router:
         for packet in packets.values():
             packet.ticks.append(tick)
             packet.cut = cut
+        PROGRESS.add_time("decode", time.perf_counter() - started)
         return [(str(shard), packet) for shard, packet in packets.items()]

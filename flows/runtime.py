@@ -37,6 +37,8 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+from .progress import PROGRESS
+
 CHECKPOINT_S = 2.0  # seconds between collections when following a stream (each pause adds to latency)
 REPLAY_CHECKPOINT_S = 30.0  # seconds between collections in a replay (less to scan in total)
 FALLBACK_FACTOR = 4  # shards collect only when the decode step has not for this many intervals
@@ -80,3 +82,4 @@ def checkpoint(fallback: bool = False) -> None:
     _state["last"] = now
     gc.collect(1)
     gc.freeze()
+    PROGRESS.add_time("gc", time.monotonic() - now)

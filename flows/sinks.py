@@ -18,6 +18,8 @@ from typing import List, Optional
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from .progress import timed
+
 
 class _LineFilePartition(StatefulSinkPartition[str, int]):
     """The one partition of a line file: append, flush per batch, sync at snapshots."""
@@ -27,6 +29,7 @@ class _LineFilePartition(StatefulSinkPartition[str, int]):
         self._f.seek(0 if resume_state is None else resume_state)
         self._f.truncate()
 
+    @timed("outputs")
     def write_batch(self, values: List[str]) -> None:
         """Append the lines and make them visible to readers (not yet durable)."""
         write = self._f.write

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from .progress import PROGRESS
+from .progress import PROGRESS, timed
 
 # Big batches: every batch fans out to every shard, and every shard's batch to every
 # shard of the next stage, so per-batch costs grow with the shard count squared.
@@ -142,6 +142,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
 
     # -- Bytewax API
 
+    @timed("read")
     def next_batch(self) -> list[SourceBatch]:
         """Return up to a batch of complete lines, an idle/EOF marker, or nothing yet."""
         if self.sent_eof:

@@ -25,6 +25,7 @@ from engine.routing import Routed, ShardOutput
 from engine.watermarks import CutQueue, SourceClock, UpstreamClock
 
 from . import rows, runtime
+from .progress import PROGRESS
 from .packets import Export, ToContacts, ToIdentity
 
 # How often a shard's progress reaches downstream shards it sent nothing to: often when
@@ -184,6 +185,7 @@ class IdentityLogic(_ShardLogic):
 
     def on_batch(self, values: list[ToIdentity]) -> tuple[list[Any], bool]:
         """Take router packets; emit contact-stage packets, trigger lines, dead letters, exports."""
+        started = time.perf_counter()
         engine, state, pending = self.ctx.engine, self.state, self.pending
         emitted: list[Any] = []
         out = ShardOutput()
@@ -221,6 +223,7 @@ class IdentityLogic(_ShardLogic):
                     merged=[(anon, into, at) for anon, (into, at) in sorted(removed.items())],
                     identities=[rows.identity_row(d, cid, at) for d, (cid, at) in links.items()],
                 )))
+        PROGRESS.add_time("identity", time.perf_counter() - started)
         runtime.checkpoint(fallback=True)
         return emitted, self.RETAIN
 
@@ -270,6 +273,7 @@ class ContactLogic(_ShardLogic):
 
     def on_batch(self, values: list[ToContacts]) -> tuple[list[Any], bool]:
         """Take identity-stage packets; emit trigger lines and exports."""
+        started = time.perf_counter()
         engine, state = self.ctx.engine, self.state
         emitted: list[Any] = []
         out = ShardOutput()
@@ -294,6 +298,7 @@ class ContactLogic(_ShardLogic):
                 emitted.append((EXPORT, self._export(
                     target, len(state.buffer), final,
                     contacts=[rows.contact_row(c, self.ctx.steps) for c in changed.values()])))
+        PROGRESS.add_time("contacts", time.perf_counter() - started)
         runtime.checkpoint(fallback=True)
         return emitted, self.RETAIN
 

@@ -40,7 +40,7 @@ import schemas
 
 from . import rows
 from .packets import Export
-from .progress import PROGRESS
+from .progress import PROGRESS, timed
 
 DDL_PATH = Path(schemas.__file__).with_name("warehouse.sql")
 APPEND_ONLY = ("events", "triggers", "dead_letters")
@@ -146,6 +146,7 @@ class WarehouseLogic(StatefulBatchLogic):
         # first snapshot of every run (a resumed one too) is built from scratch.
         self._applied: _Applied | None = None
 
+    @timed("warehouse")
     def on_batch(self, values: list[Export]) -> tuple[list[Any], bool]:
         """Collect exports; apply every complete cut; publish when the interval has passed."""
         st = self.state
@@ -162,6 +163,7 @@ class WarehouseLogic(StatefulBatchLogic):
                 self._apply(key[0], exports)
         return self._publish_if_due(), self.RETAIN
 
+    @timed("warehouse")
     def on_notify(self) -> tuple[list[Any], bool]:
         """Collect a finished build; start the next once the interval has passed."""
         return self._publish_if_due(), self.RETAIN
@@ -175,6 +177,7 @@ class WarehouseLogic(StatefulBatchLogic):
         wait = min(self.interval_s, max(0.0, self.interval_s - (time.monotonic() - self.last_publish)))
         return datetime.now(timezone.utc) + timedelta(seconds=wait)
 
+    @timed("warehouse")
     def on_eof(self) -> tuple[list[Any], bool]:
         """End of input: finish the build under way, then publish whatever is complete."""
         out = self._collect(wait=True)
@@ -182,6 +185,7 @@ class WarehouseLogic(StatefulBatchLogic):
             out.append(self.publish())
         return out, self.RETAIN
 
+    @timed("warehouse")
     def snapshot(self) -> WarehouseState:
         """The part lists and history: enough to publish the same warehouse after a resume."""
         self._drain_writes()  # the state must not name a part that is not on disk yet

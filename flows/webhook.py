@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from .progress import timed
+
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 COLLECT_MS = 200  # how long the flow gathers triggers for one delivery
 GROUPS = 8  # shard groups that deliver independently (spread over the workers)
@@ -39,6 +41,7 @@ class WebhookDelivery:
     timeout_s: float = 10.0
     batch_size: int = 100
 
+    @timed("outputs")
     def __call__(self, item: tuple[str, list[str]]) -> list[tuple[str, str]]:
         """POST the triggers of (key, [newline-separated trigger lines, ...]) in batches; dead letters for failures."""
         lines = [line for text in item[1] for line in text.split("\n") if line]

@@ -208,7 +208,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     from bytewax.testing import run_main
 
     from flows.dataflow import FlowOptions, build_flow
-    from flows.progress import ProgressDisplay
+    from flows.progress import PROGRESS, ProgressDisplay
     from flows.runtime import CHECKPOINT_S, REPLAY_CHECKPOINT_S, tuned_gc
     from flows.sources import STOP
 
@@ -234,6 +234,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
                        single_process=pid is None)
     flow = build_flow(config, opts)
     epoch = timedelta(seconds=getattr(args, "epoch_interval", 10.0))
+    PROGRESS.reset()
     started = time.monotonic()
     STOP.clear()
     previous = {sig: signal.signal(sig, _stop_reading) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -250,7 +251,12 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     elapsed = time.monotonic() - started
-    return summarize(warehouse, triggers, dead, elapsed)
+    summary = summarize(warehouse, triggers, dead, elapsed)
+    if pid is None:
+        # One process: its workers' time by step is the whole run's (see flows/progress.py).
+        summary["step_seconds"] = PROGRESS.steps()
+        summary["workers"] = args.workers
+    return summary
 
 
 def _child_argv(args: argparse.Namespace, pid: int, addresses: str) -> list[str]:
@@ -416,6 +422,14 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
         print(f"  {action:<20} {n:>8,}", file=out)
     print(f"throughput     {s['lines_per_s']:>12,.0f} lines/s over {s['elapsed_s']:.1f} s", file=out)
     print(f"modules        {native.describe()}", file=out)
+    if s.get("step_seconds"):
+        from flows.progress import step_shares
+
+        workers = s.get("workers", 1)
+        shares = step_shares(s["step_seconds"], s["elapsed_s"] * workers)
+        text = "  ".join(f"{step} {share:.0%}" for step, _, share in shares)
+        across = f" of {workers} workers' time" if workers > 1 else ""
+        print(f"time by step   {text}{across}", file=out)
     n = s["snapshots"]
     print(f"warehouse      {s['warehouse']}   ({n} snapshot{'s' * (n != 1)} published)", file=out)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import orjson
@@ -99,6 +100,12 @@ def test_summary_and_exit_code(clickstream: Path, tmp_path: Path) -> None:
     for word in ("lines read", "reconciles", "accepted", "dead-lettered", "duplicates", "late", "contacts",
                  "triggers", "send_email", "throughput", "lines/s", "modules", "warehouse"):
         assert word in out, out
+    # The worker's time by step: every step of the flow took some, and the shares add up to the run.
+    line = next(l for l in out.splitlines() if l.startswith("time by step"))
+    shares = dict(re.findall(r"(\w+) (\d+)%", line))
+    assert {"read", "decode", "identity", "contacts", "warehouse", "outputs", "other"} <= shares.keys(), line
+    assert int(shares["identity"]) > 0 and int(shares["decode"]) > 0, line
+    assert 96 <= sum(map(int, shares.values())) <= 104, line
 
 
 def test_gzip_and_directory_inputs(clickstream: Path, baseline: Path, tmp_path: Path) -> None:
