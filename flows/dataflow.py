@@ -15,7 +15,7 @@ from engine.config import Config
 from .kafka import (KafkaLineSource, dead_letter_messages, is_kafka_url, kafka_sink, parse_kafka_url,
                     trigger_messages)
 from .progress import PROGRESS
-from .router import Router
+from .router import CUT_EVERY_LINES, Router
 from .sinks import LineFileSink
 from .sources import LineSource
 from .stages import DEAD_LETTER, EXPORT, TO_CONTACTS, TRIGGER, ContactLogic, IdentityLogic, StageContext
@@ -38,6 +38,7 @@ class FlowOptions:
     kafka_config: tuple[tuple[str, str], ...] = ()  # extra librdkafka settings for every Kafka client
     webhook: Any = None  # a webhook.WebhookDelivery that also receives every trigger
     single_process: bool = True  # False in a cluster: exports then cross processes as Arrow tables
+    cut_every_lines: int = CUT_EVERY_LINES  # a partition also proposes a cut after this many lines; 0: by time only
 
 
 def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
@@ -46,7 +47,7 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     ctx = StageContext(config, opts.parts, shards, opts.follow, opts.single_process)
     # Cuts come twice per interval, so a complete one is always ready when a snapshot is due.
     router = Router(shards, config.settings.allowed_lateness_ms, opts.snapshot_interval_s / 2, opts.follow,
-                    config.privacy.consent_category)
+                    config.privacy.consent_category, opts.cut_every_lines or None)
     flow = Dataflow("leadstream")
 
     kconf = dict(opts.kafka_config)

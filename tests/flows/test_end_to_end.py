@@ -33,9 +33,10 @@ def test_flow_agrees_with_the_reference_pipeline(clickstream: Path, baseline: Pa
     assert stage == {cid: c.stage for cid, c in contacts.items()}
 
 
-@pytest.mark.parametrize("extra", [("--workers", "2"), ("--shards", "7")], ids=["two_workers", "seven_shards"])
+@pytest.mark.parametrize("extra", [("--workers", "2"), ("--shards", "7"), ("--cut-every", "700"), ("--cut-every", "0")],
+                         ids=["two_workers", "seven_shards", "cuts_every_700_lines", "cuts_by_time_only"])
 def test_same_results_whatever_the_workers_and_shards(clickstream: Path, baseline: Path, tmp_path: Path, extra: tuple[str, ...]) -> None:
-    """1 worker, 2 workers and another shard count give identical warehouse tables and trigger ids."""
+    """Worker count, shard count and cut cadence change nothing: identical warehouse tables and trigger ids."""
     run_into(tmp_path, [clickstream], *extra)
     assert tables(tmp_path / "warehouse.duckdb") == tables(baseline / "warehouse.duckdb")
     assert sorted(trigger_ids(tmp_path / "triggers.jsonl")) == sorted(trigger_ids(baseline / "triggers.jsonl"))
