@@ -25,8 +25,8 @@ BROADCAST_REPLAY_S = 0.0
 # about 0.2 KB frozen) and the rows they applied as columns until the next cut, so with
 # cuts by wall time alone memory grew with speed: the compiled modules took the first
 # 1.5M lines of `scale` from 795 to 930-940 MiB at the peak. Cuts every 25k lines (2 s
-# at 12k lines/s) held it at 695-700 MiB, for 4-8 % more time in freezing and thawing
-# contacts and in exports (40k lines: 761 MiB).
+# at 12k lines/s) held it at 695-700 MiB (40k lines: 761 MiB), for three times as many
+# Parquet parts and more freezing and thawing: 0-14 % more time in interleaved runs.
 CUT_EVERY_LINES = 25_000
 
 

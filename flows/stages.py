@@ -25,8 +25,8 @@ from engine.routing import Routed, ShardOutput
 from engine.watermarks import CutQueue, SourceClock, UpstreamClock
 
 from . import rows, runtime
-from .progress import PROGRESS
 from .packets import Export, ToContacts, ToIdentity
+from .progress import PROGRESS
 
 # How often a shard's progress reaches downstream shards it sent nothing to: often when
 # following a live stream (latency), rarely in a replay (every broadcast is N packets).

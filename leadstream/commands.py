@@ -86,8 +86,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                      help="also cut a snapshot's state after this many lines of an input (default "
                      f"{CUT_EVERY_LINES:,}; 0: every half snapshot interval only). Shards keep the contacts "
                      "they touched since the last cut live and their new rows in memory: fewer lines, less "
-                     "memory, a little more CPU. Per process: a cluster of N processes cuts every N times as "
-                     "many lines")
+                     "memory, more CPU. Per process: a cluster of N processes cuts every N times as many lines")
     run.add_argument("--shards", type=int, metavar="N", help="override [settings] shards of the config")
     run.add_argument("--recovery", metavar="DIR",
                      help="Bytewax recovery directory (created and initialised when empty): after a crash, run "
@@ -218,8 +217,8 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     from bytewax.testing import run_main
 
     from flows.dataflow import FlowOptions, build_flow
-    from flows.router import CUT_EVERY_LINES
     from flows.progress import PROGRESS, ProgressDisplay
+    from flows.router import CUT_EVERY_LINES
     from flows.runtime import CHECKPOINT_S, REPLAY_CHECKPOINT_S, tuned_gc
     from flows.sources import STOP
 
@@ -275,8 +274,7 @@ def cut_lines(args: argparse.Namespace, default: int) -> int:
     """Lines of an input between two cuts by count: ``--cut-every`` per process of the cluster.
 
     What waits for a cut lives in the shards, and N processes each hold about 1/N of them,
-    so N times the lines keep each process's share where one process keeps its own; more
-    cuts than that only cost a cluster more parts and exchanges at process 0.
+    so N times the lines keep each process's share about where one process keeps its own.
     """
     lines = getattr(args, "cut_every", default)
     addresses = getattr(args, "addresses", None)
