@@ -22,7 +22,7 @@ import operator
 import re
 from bisect import bisect_right
 from operator import attrgetter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 from typing import Any, Callable
 
@@ -90,6 +90,11 @@ class WindowSpec:
     within_ms: int
     matches: Fn  # an event-only condition: fn(None, event, now)
     node: Any = field(compare=False, repr=False)
+    # The counts n at which some condition on this window reads differently at n and at
+    # n - 1. As events leave the window the count falls one expiry at a time, and only an
+    # expiry that falls past an edge can change a segment, rule or workflow: the engine
+    # wakes the contact for those alone (see Engine._schedule).
+    edges: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -596,11 +601,15 @@ def _compile_count(node: dict[str, Any], path: str, ctx: CompileContext) -> Comp
     if inner is None or within is None or op not in COUNT_OPS or not (type(value) is int and value >= 0):
         return None
     wid = window_id(node["count"], within)
-    ctx.windows.setdefault(wid, WindowSpec(wid, within, inner.fn, node["count"]))
     test = _order_test(op, value) if op in ("lt", "le", "gt", "ge") else _eq_test(value, False)
     if op == "ne":
         eq = test
         test = lambda a: not eq(a)
+    edges = frozenset(n for n in (value, value + 1) if n >= 1 and test(n) != test(n - 1))
+    have = ctx.windows.get(wid)
+    # Identical windows share one counter; each condition on it adds its own edges.
+    ctx.windows[wid] = (WindowSpec(wid, within, inner.fn, node["count"], edges) if have is None
+                        else replace(have, edges=have.edges | edges))
 
     def fn(c: Any, e: Any, now: int) -> bool:
         return test(window_count(c, wid, within, now))

@@ -35,7 +35,7 @@ class ContactShard:
         """Buffer records; one the watermark already passed was late upstream and applies at once."""
         for r in records:
             if self.buffer.is_late(r.ts):
-                self._apply(engine, r, out)
+                self._apply(engine, r, out, True)
             else:
                 self.buffer.push(r.ts, r.message_id, r.kind, r)
 
@@ -51,7 +51,7 @@ class ContactShard:
 
         advance_in_time(self.buffer, self.timers, watermark, self.contacts, lambda r: self._apply(engine, r, out), fire)
 
-    def _apply(self, engine: Engine, r: Routed, out: ShardOutput) -> None:
+    def _apply(self, engine: Engine, r: Routed, out: ShardOutput, behind: bool = False) -> None:
         contact = self.contacts.get(r.contact_id)
         if contact is None:
             contact = self.contacts[r.contact_id] = engine.new_contact(r.contact_id, r.contact_id)
@@ -60,9 +60,10 @@ class ContactShard:
                 out.count("suppressed")  # erased on request: its events are neither applied nor stored
             return
         if r.kind == MERGE:
-            out.triggers.extend(engine.merge_into(contact, r.profile, r.ts, r.message_id))  # type: ignore[arg-type]
+            out.triggers.extend(engine.merge_into(contact, r.profile, r.ts, r.message_id,  # type: ignore[arg-type]
+                                                  r.late or behind))
         else:
-            out.triggers.extend(engine.apply(contact, r.event))  # type: ignore[arg-type]
+            out.triggers.extend(engine.apply(contact, r.event, r.late or behind))  # type: ignore[arg-type]
             out.applied.append((r.contact_id, r.event))  # type: ignore[arg-type]
         self.changed.add(r.contact_id)
         self.timers.sync(r.contact_id, contact.timers)

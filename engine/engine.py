@@ -29,6 +29,12 @@ EVERYTHING = None
 # faster with the index, and a third faster with the rule guards as well.
 _SCAN_UP_TO = 32
 _MAX_PASSES = 4  # actions that change state (set_trait, adjust_score) may cascade; bound it
+# The timer that wakes a contact for its count windows, under one of two names that say
+# whether its derived state agrees with the counts (see Engine._schedule_windows). The
+# lagging one keeps the name every window timer had before, so recovery state written
+# then resumes as it was scheduled: at the next expiry.
+WINDOW_LAGGING = "window"
+WINDOW_SETTLED = "window:settled"
 
 
 def _event_key(event: Event) -> str:
@@ -100,6 +106,9 @@ class Engine:
         self._completions = _EventIndex((ca.condition, ca) for ca in config.completion_actions)
         self._windows = list(config.windows.values())
         self._window_deps = frozenset(f"window:{w.id}" for w in self._windows)
+        # When a skipped window wake-up cannot show (see _schedule_windows).
+        self._edges_exact = not any(p.decay is not None and p.decay.half_life_ms for p in config.profiles.values())
+        self._exit_checks = {wf.name: wf.exit_when.fn for wf in config.workflows if wf.exit_when is not None}
         self._visit_events = frozenset(config.settings.visit_events)
         # Which segments and rules read each piece of state, so a change looks at those only:
         # with 200 segments and 100 rules, testing every one's deps against the dirty set
@@ -122,11 +131,12 @@ class Engine:
         """Return a fresh contact: known when ``user_id`` is given, else an anonymous profile."""
         return ContactState(contact_id, user_id)
 
-    def apply(self, contact: ContactState, event: Event) -> list[Trigger]:
+    def apply(self, contact: ContactState, event: Event, late: bool = False) -> list[Trigger]:
         """Apply one event to a contact in place and return the triggers it causes.
 
         A deleted contact takes no more events (shards count them as suppressed), and
         the configured deletion event erases the contact and tells actioners to do the same.
+        ``late``: the shard applies the event behind its watermark, at its own older time.
         """
         if contact.deleted:
             return []
@@ -141,13 +151,15 @@ class Engine:
         self._bookkeep(contact, event, dirty)
         self._count_windows(contact, event, dirty)
         self._score(contact, event, dirty)
+        read = fresh or self._window_deps <= dirty
         triggers: list[Trigger] = []
         self._derive(contact, now, event.message_id, EVERYTHING if fresh else dirty, event, triggers)
         self._workflows_after(contact, now, event, event.message_id, triggers)
-        self._schedule(contact, now)
+        self._schedule(contact, now, read, late)
         return triggers
 
-    def merge_into(self, target: ContactState, other: ContactState, now: int, occurrence: str) -> list[Trigger]:
+    def merge_into(self, target: ContactState, other: ContactState, now: int, occurrence: str,
+                   late: bool = False) -> list[Trigger]:
         """Merge ``other`` (an anonymous profile) into ``target`` in place; return the triggers.
 
         Nothing joins a deleted contact, and a deleted profile brings nothing along.
@@ -163,7 +175,7 @@ class Engine:
         occ = f"{occurrence}/merge"
         self._derive(target, now, occ, EVERYTHING, None, triggers)
         self._workflows_after(target, now, None, occ, triggers)
-        self._schedule(target, now)
+        self._schedule(target, now, True, late)
         return triggers
 
     def on_timer(self, contact: ContactState, key: str, due: int) -> list[Trigger]:
@@ -175,13 +187,15 @@ class Engine:
         if contact.timers.get(key) != due:
             return []  # replaced or cancelled since it was scheduled
         del contact.timers[key]
-        occ = f"timer:{key}@{due}"
+        read = key == WINDOW_SETTLED or key == WINDOW_LAGGING
+        # Both window timers name their triggers' occurrence "window", as before there were two.
+        occ = f"timer:{WINDOW_LAGGING if read else key}@{due}"
         triggers: list[Trigger] = []
         # Conditions read time only through count windows, so a timer changes what
         # decay, window expiry and a resumed workflow's own actions change; re-derive that.
         dirty: set[str] = set()
         self._settle(contact, due, dirty)
-        if key == "window":
+        if read:
             dirty.update(self._window_deps)
         elif key.startswith("wf:"):
             run = contact.runs.get(key)
@@ -190,7 +204,7 @@ class Engine:
                 self._apply_mutations(contact, triggers, due, dirty)
         self._derive(contact, due, occ, dirty, None, triggers)
         self._workflows_after(contact, due, None, occ, triggers)
-        self._schedule(contact, due)
+        self._schedule(contact, due, read)
         return triggers
 
     def retroactive(self, contact: ContactState, rule_ids: set[str], now: int) -> list[Trigger]:
@@ -496,8 +510,8 @@ class Engine:
                 c.scores[name] = new
                 dirty.add(f"score.{name}")
 
-    def _schedule(self, c: ContactState, now: int) -> None:
-        """Set the contact's maintenance timers: the next decay crossing or step, the next window expiry."""
+    def _schedule(self, c: ContactState, now: int, read: bool, late: bool = False) -> None:
+        """Set the contact's maintenance timers: the next decay crossing or step, the next window wake-up."""
         due = None
         for name, decay in self._decays.items():
             value = c.scores.get(name)
@@ -508,16 +522,52 @@ class Engine:
                 if t is not None and t > now and (due is None or t < due):
                     due = t
         _set_timer(c, "decay", due)
+        if self._windows:
+            self._schedule_windows(c, now, read, late)
+
+    def _exit_due(self, c: ContactState, now: int) -> bool:
+        """True when a wake-up would end one of the contact's workflow runs by its exit condition."""
+        checks = self._exit_checks
+        for run in c.runs.values():
+            check = checks.get(run.workflow)
+            if check is not None and check(c, None, now):
+                return True
+        return False
+
+    def _schedule_windows(self, c: ContactState, now: int, read: bool, late: bool) -> None:
+        """Set the timer that wakes the contact when a count window's events expire.
+
+        Waking it at every expiry cost a thaw, a pass over the derived state and a contact
+        row per event that leaves a window, and on `standard` nine wake-ups in ten changed
+        nothing: a count of 1 or 2 falling, where 3 is the only edge. So when the derived
+        state agrees with the counts, the contact sleeps until a count falls past an edge
+        (see WindowSpec.edges); such a wake-up is the first that can change anything.
+
+        It wakes at every expiry, as before, where a skipped wake-up could still show:
+        - while the state lags the counts: after a late event (evaluated at its own, older
+          instant, with newer stamps left out), or after a wake-up that an event or another
+          timer of the same instant overtook. The next wake-up that reads every window
+          (one at an expiry, or a merge) catches up;
+        - while a workflow run's exit condition holds: it is checked at every wake-up, and
+          the run ends at the first one (it holds when the run started with it holding, or
+          reads an event field as missing);
+        - with a half-life decay: every wake-up settles and rounds the score.
+        ``read``: this call evaluated every window's conditions at ``now``.
+        """
+        timers = c.timers
+        lagging = timers.pop(WINDOW_LAGGING, None)
+        settled = timers.pop(WINDOW_SETTLED, None)
+        behind = late or (not read and (lagging is not None or (settled is not None and settled <= now)))
+        exact = not behind and self._edges_exact and not self._exit_due(c, now)
         due = None
         for w in self._windows:
             stamps = c.windows.get(w.id)
             if stamps:
-                i = bisect_right(stamps, now - w.within_ms)
-                if i < len(stamps):
-                    t = stamps[i] + w.within_ms  # when that event leaves the window
-                    if due is None or t < due:
-                        due = t
-        _set_timer(c, "window", due)
+                t = _window_wakeup(stamps, now, w.within_ms, w.edges if exact else None)
+                if t is not None and (due is None or t < due):
+                    due = t
+        if due is not None:
+            timers[WINDOW_LAGGING if behind else WINDOW_SETTLED] = due
 
     # ------------------------------------------------------------ workflows
 
@@ -690,6 +740,21 @@ def _reading(by_dep: dict[str, tuple[int, ...]], dirty: set[str]) -> Sequence[in
     if not hits:
         return ()
     return hits[0] if len(hits) == 1 else sorted(set().union(*hits))
+
+
+def _window_wakeup(stamps: list[int], now: int, within_ms: int, edges: frozenset[int] | None) -> int | None:
+    """When a window's count, falling one expiry at a time from ``now``, first passes one of
+    its ``edges``, if ever; with ``edges`` None, simply its next expiry."""
+    i = bisect_right(stamps, now - within_ms)  # stamps[i:] are still inside the window
+    if i == len(stamps):
+        return None
+    if edges is None:
+        return stamps[i] + within_ms
+    count = len(stamps) - i
+    below = [n for n in edges if n <= count]
+    if not below:
+        return None
+    return stamps[i + count - max(below)] + within_ms  # the expiry that falls past the highest edge
 
 
 def _set_timer(c: ContactState, key: str, due: int | None) -> None:

@@ -119,7 +119,7 @@ class IdentityShard:
             if profile.deleted:
                 out.count("suppressed")
                 return
-            out.triggers.extend(engine.apply(profile, e))
+            out.triggers.extend(engine.apply(profile, e, late))
             out.applied.append((device, e))
             self.changed_profiles.add(device)
             self.timers.sync(device, profile.timers)
