@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import pickle
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,17 @@ def test_freeze_round_trips_every_field(odd: bool) -> None:
     assert (blob[0] == pickle.PROTO[0]) == odd
     back = thaw(blob)
     assert back == c and back.runs["wf:nurture"] == c.runs["wf:nurture"] and back.runs is not c.runs
+
+
+def test_blobs_of_earlier_marshal_versions_thaw() -> None:
+    """Recovery state frozen with marshal version 4 (back-references) thaws like today's version 2 blobs."""
+    c = _contact("u1", 2.5)
+    c.runs["wf:nurture"] = Run("nurture", "m-1", 2, 10, 20, 30, {"topic": "ai"}, "wf:nurture")
+    c.timers["wf:nurture"] = 30
+    blob = freeze(c)
+    older = marshal.dumps(marshal.loads(blob), 4)
+    assert older != blob
+    assert thaw(older) == thaw(blob) == c
 
 
 def test_store_pickles_and_compares_by_content() -> None:
