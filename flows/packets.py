@@ -47,10 +47,11 @@ class ToContacts(ByFields):
 class Export(ByFields):
     """One shard's rows for one snapshot cut: what changed since its previous cut.
 
-    In a cluster the rows travel as Arrow tables (``rows.export_tables``), built by the
-    shard: the writer may sit in another process, and a table crosses it as a few
-    buffers instead of thousands of pickled objects. In a single process they travel
-    as ``rows.PendingRows`` that the writer's part thread turns into tables.
+    The rows travel as Arrow tables (``rows.export_tables``), built by the shard: in a
+    cluster the writer may sit in another process, and a table crosses it as a few
+    buffers instead of thousands of pickled objects. Following a live stream in a single
+    process they travel as ``rows.PendingRows`` that the writer's part thread turns into
+    tables (see ``StageContext.defer_tables``).
     """
 
     cut: int

@@ -262,9 +262,10 @@ def to_table(name: str, rows: Any) -> pa.Table:
 class PendingRows:
     """One part table's rows whose Arrow table is built later, by the warehouse's part writer.
 
-    A single-process run hands rows over as they are: turning them into columns on the
-    part writer's thread keeps that work out of the snapshot cut, where every shard of
-    the worker would otherwise do it at once while newer events wait (p99 latency).
+    A single-process run that follows a live stream hands rows over as they are: turning
+    them into columns on the part writer's thread keeps that work out of the snapshot cut,
+    where every shard of the worker would otherwise do it at once while newer events wait
+    (p99 latency). A replay builds them in the shards (``StageContext.defer_tables``).
     """
 
     name: str

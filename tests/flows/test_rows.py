@@ -12,7 +12,7 @@ from engine.decode import decode_line
 from engine.events import Event
 from engine.pipeline import LocalPipeline
 from flows import rows
-from flows.stages import _Pending
+from flows.stages import StageContext, _Pending
 from leadstream.generate import GenerateOptions, generate_lines
 
 from .conftest import CONFIG
@@ -104,3 +104,11 @@ def test_export_tables_defers_columns_to_the_writer(applied) -> None:
         assert isinstance(deferred[name], rows.PendingRows)
         assert rows.assemble([deferred[name]]).equals(built[name])
     assert rows.export_tables(events=rows.EventColumns(), triggers=[]) == {}
+
+
+@pytest.mark.parametrize(("follow", "single_process", "defer"),
+                         [(True, True, True), (False, True, False), (True, False, False), (False, False, False)])
+def test_only_a_followed_single_process_run_defers_tables(follow: bool, single_process: bool, defer: bool) -> None:
+    """Replays build their tables in the shards (the writer's GIL hunger slowed the worker); live streams defer."""
+    ctx = StageContext(load_config(CONFIG), ("in.jsonl",), 4, follow, single_process)
+    assert ctx.defer_tables is defer
