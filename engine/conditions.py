@@ -93,7 +93,7 @@ class WindowSpec:
     # The counts n at which some condition on this window reads differently at n and at
     # n - 1. As events leave the window the count falls one expiry at a time, and only an
     # expiry that falls past an edge can change a segment, rule or workflow: the engine
-    # wakes the contact for those alone (see Engine._schedule).
+    # wakes the contact for those alone (see Engine._schedule_windows).
     edges: frozenset[int] = frozenset()
 
 
