@@ -94,7 +94,6 @@ def test_pickles_back_to_itself(kind: str) -> None:
     _same(CASES[kind]())
 
 
-
 def test_decoded_events_pickle_as_one_json_array() -> None:
     """Every decoded event of a generated stream goes the JSON way and comes back equal, field by field."""
     lines = list(generate_lines(GenerateOptions(events=3_000, contacts=200, seed=9)))
