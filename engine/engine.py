@@ -557,6 +557,8 @@ class Engine:
         timers = c.timers
         lagging = timers.pop(WINDOW_LAGGING, None)
         settled = timers.pop(WINDOW_SETTLED, None)
+        if not c.windows:
+            return  # nothing counted: no wake-up, and no exit conditions to check for one
         behind = late or (not read and (lagging is not None or (settled is not None and settled <= now)))
         exact = not behind and self._edges_exact and not self._exit_due(c, now)
         due = None
