@@ -45,9 +45,18 @@ from .progress import PROGRESS, timed
 DDL_PATH = Path(schemas.__file__).with_name("warehouse.sql")
 APPEND_ONLY = ("events", "triggers", "dead_letters")
 # Columns of append-only views that are computed rather than read as stored.
+# Contacts erased on request, and the anonymous profiles that merged into them: rows
+# stored under either id belong to an erased person.
+ERASED_IDS = ("(SELECT contact_id FROM contacts WHERE deleted UNION ALL SELECT m.anonymous_id FROM merges m "
+              "JOIN contacts c ON c.contact_id = m.contact_id WHERE c.deleted)")
+# A trigger of an erased contact keeps what the reports count (action, rule, time, ids),
+# but not the e-mail address, nor its parameters and reasons, which quote traits and event
+# properties. The contact_deleted trigger itself stays whole: it records the erasure.
+_ERASED_TRIGGER = f"p.action <> 'contact_deleted' AND p.contact_id IN {ERASED_IDS}"
 DERIVED = {
     # An anonymous profile's events belong to the contact it merged into.
     "events": {"contact_id": "COALESCE((SELECT m.contact_id FROM merges m WHERE m.anonymous_id = p.contact_id), p.contact_id)"},
+    "triggers": {col: f"CASE WHEN {_ERASED_TRIGGER} THEN NULL ELSE p.{col} END" for col in ("email", "params", "reason")},
 }
 # Rows of append-only views that are hidden: the events of contacts erased on request.
 FILTERS = {"events": "contact_id NOT IN (SELECT contact_id FROM contacts WHERE deleted)"}

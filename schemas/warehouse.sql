@@ -77,7 +77,9 @@ CREATE TABLE workflow_members (
 );
 
 -- table: triggers
--- Every trigger emitted, with the fields of the triggers JSONL output.
+-- Every trigger emitted, with the fields of the triggers JSONL output. Those of a contact
+-- erased on request (and of the anonymous profiles merged into it) show no email, params or
+-- reason, except its contact_deleted trigger.
 CREATE TABLE triggers (
     trigger_id VARCHAR,    -- deterministic: hash of rule, contact and occurrence
     action     VARCHAR,

@@ -123,6 +123,8 @@ def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
     config.write_text(CONFIG.read_text() + '\n[privacy]\nconsent_category = "analytics"\n')
     ok = {"consent": {"categoryPreferences": {"analytics": True}}}
     lines = [
+        # Still anonymous 30 s into its visit: d1 gets the survey overlay before it identifies as u1.
+        {"type": "page", "anonymousId": "d1", "context": ok, "timestamp": "2026-01-05T07:59:00Z"},
         {"type": "identify", "userId": "u1", "traits": {"email": "gone@example.com"}, "timestamp": "2026-01-05T08:00:00Z"},
         {"type": "page", "userId": "u1", "properties": {"path": "/"}, "timestamp": "2026-01-05T08:01:00Z"},
         {"type": "page", "anonymousId": "d1", "context": ok, "timestamp": "2026-01-05T08:01:30Z"},
@@ -130,7 +132,7 @@ def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
         {"type": "track", "event": "Contact Deleted", "userId": "u1", "timestamp": "2026-01-05T08:02:00Z"},
         {"type": "page", "userId": "u1", "properties": {"path": "/"}, "timestamp": "2026-01-05T08:03:00Z"},
         {"type": "page", "anonymousId": "d2", "properties": {"path": "/secret"}, "timestamp": "2026-01-05T08:04:00Z"},
-        {"type": "page", "userId": "u2", "properties": {"path": "/"}, "timestamp": "2026-01-05T08:05:00Z"},
+        {"type": "identify", "userId": "u2", "traits": {"email": "kept@example.com"}, "timestamp": "2026-01-05T08:05:00Z"},
     ]
     data = tmp_path / "events.jsonl"
     data.write_bytes(b"".join(orjson.dumps(dict(x, messageId=f"m{i}")) + b"\n" for i, x in enumerate(lines)))
@@ -140,13 +142,26 @@ def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
         row = con.execute("SELECT deleted, email, traits::VARCHAR, segments FROM contacts WHERE contact_id = 'u1'").fetchone()
         assert row == (True, None, "{}", [])
         assert con.execute("SELECT count(*) FROM events WHERE contact_id = 'u1'").fetchone()[0] == 0
-        assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 1  # u2's page
+        assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 1  # u2's identify
         assert con.execute("SELECT count(*) FROM contact_scores WHERE contact_id = 'u1'").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM triggers WHERE action = 'contact_deleted'").fetchone()[0] == 1
+        # Its earlier triggers still count in the reports, but say nothing about the person:
+        # no e-mail address, no parameters, no reasons (which quote traits and properties).
+        # That covers the anonymous profile d1 merged into it, too.
+        erased = con.execute("SELECT contact_id, action, email, params, reason FROM triggers "
+                             "WHERE contact_id IN ('u1', 'd1') AND action <> 'contact_deleted'").fetchall()
+        assert {cid for cid, *_ in erased} == {"u1", "d1"}
+        assert any(action == "send_email" for _, action, *_ in erased)  # the welcome mail
+        assert all(rest == [None, None, None] for _, _, *rest in erased), erased
+        reports = dict(con.execute("SELECT action, sum(triggers) FROM triggers_per_action_per_day GROUP BY 1").fetchall())
+        assert reports["send_email"] >= 1
+        kept = con.execute("SELECT email, params, reason FROM triggers WHERE contact_id = 'u2'").fetchall()
+        assert kept and all(None not in row for row in kept), kept
+        assert ("kept@example.com", '{"template":"welcome"}') in [row[:2] for row in kept]
         dead = con.execute("SELECT reason, raw, source FROM dead_letters").fetchall()
-        assert dead == [("no_consent", "", f"{data}:7")]
+        assert dead == [("no_consent", "", f"{data}:8")]
     finally:
         con.close()
     snap = last_snapshot(tmp_path / "out" / "warehouse.duckdb")
-    assert snap["lines_read"] == 8 and snap["dead_lettered"] == 1 and snap["accepted"] == 7
+    assert snap["lines_read"] == 9 and snap["dead_lettered"] == 1 and snap["accepted"] == 8
 
