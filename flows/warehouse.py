@@ -1,7 +1,8 @@
 """The warehouse writer: gathers every shard's export for a cut, then publishes a DuckDB snapshot.
 
 Layout next to the warehouse file ``W`` (e.g. ``demo/warehouse.duckdb``):
-- ``W.parts/<table>/<seq>-<run>.parquet``: immutable Parquet parts, one per table per cut;
+- ``W.parts/<table>/<seq>-<run>.parquet``: immutable Parquet parts, one per table per cut
+  (``<seq>-<run>.e<build>.parquet``: one rewritten without erased people's rows, see purge);
 - ``W``: a DuckDB file built fresh for every snapshot and swapped in with an atomic
   rename. Current-state tables are materialized from the parts; append-only tables
   (events, triggers, dead_letters) are views over an explicit list of parts.
@@ -41,6 +42,9 @@ import schemas
 from . import rows
 from .packets import Export
 from .progress import PROGRESS, timed
+from .purge import Purge, purge_erased
+from .sqltext import sql_list as _list
+from .sqltext import sql_path as _sql_path
 
 DDL_PATH = Path(schemas.__file__).with_name("warehouse.sql")
 APPEND_ONLY = ("events", "triggers", "dead_letters")
@@ -78,6 +82,25 @@ BUILD_MEMORY = "128MB"
 # 16,384 the merge adds 81 MB and takes 2.1 s instead of 4.7 s.
 MERGED_ROW_GROUP = 16_384
 BUILD_POLL_S = 0.05  # how soon the step looks again for a snapshot build that has finished
+# Retired parts to delete once the run has ended, without the grace period for open readers:
+# a run that erased someone leaves no part behind that still holds their rows.
+AFTER_RUN: set[str] = set()
+
+
+def delete_after_run() -> int:
+    """Delete the parts a finished run left for deletion (see AFTER_RUN); return how many.
+
+    The CLI calls it once the dataflow has returned, so its last recovery snapshot, which
+    no longer names them, has been written: a resume cannot ask for them.
+    """
+    n = 0
+    for part in sorted(AFTER_RUN):
+        path = Path(part)
+        if path.exists():
+            path.unlink()
+            n += 1
+    AFTER_RUN.clear()
+    return n
 
 
 def ddl_sections() -> list[tuple[str, str, str]]:
@@ -114,10 +137,11 @@ class WarehouseState:
     final: bool = False  # the last applied cut was the end of input
     retired: dict[str, float] = field(default_factory=dict)  # part -> wall time it left the warehouse
     levels: dict[str, int] = field(default_factory=dict)  # merged append-only part -> its level (others: 0)
+    purged: set[str] = field(default_factory=set)  # erased ids whose rows no part holds any more (see purge)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # Recovery state written before compaction levels has no ``levels``.
-        self.__dict__.update({"levels": {}, **state})
+        # Recovery state written before compaction levels (or purges) has no ``levels`` (``purged``).
+        self.__dict__.update({"levels": {}, "purged": set(), **state})
 
     def compaction(self, table: str) -> tuple[int, int, int] | None:
         """The parts of ``table`` to merge now, as (start, end, level of the merged part), if any."""
@@ -154,6 +178,7 @@ class WarehouseLogic(StatefulBatchLogic):
         # What the published file holds; None until this run published once, so the
         # first snapshot of every run (a resumed one too) is built from scratch.
         self._applied: _Applied | None = None
+        self._purged = False  # this run rewrote parts for an erasure (see on_eof)
 
     @timed("warehouse")
     def on_batch(self, values: list[Export]) -> tuple[list[Any], bool]:
@@ -192,6 +217,11 @@ class WarehouseLogic(StatefulBatchLogic):
         out = self._collect(wait=True)
         if self.state.dirty:
             out.append(self.publish())
+        if self._purged:
+            # A finished run does not come back to collect garbage, and retired parts may
+            # still hold erased people's rows (the originals of a purge, and what compaction
+            # merged before it): they go once the run has ended (see delete_after_run).
+            AFTER_RUN.update(self.state.retired)
         return out, self.RETAIN
 
     @timed("warehouse")
@@ -275,6 +305,7 @@ class WarehouseLogic(StatefulBatchLogic):
             fingerprint=self.fingerprint,
             writes=list(self._writes),
             previous=self._applied,
+            purged=frozenset(st.purged),
         )
         for table in (*APPEND_ONLY, "identities", "contacts"):
             segment = st.compaction(table)
@@ -297,7 +328,7 @@ class WarehouseLogic(StatefulBatchLogic):
         self._build_job = None
         plan = self._build_plan
         try:
-            row, elapsed, self._applied = job.result()
+            row, elapsed, self._applied, purge = job.result()
         except Exception as ex:
             self._applied = None  # the file may be half-built: the next build starts from scratch
             msg = f"step 'warehouse': publishing a snapshot to {self.path} failed: {ex}"
@@ -314,9 +345,24 @@ class WarehouseLogic(StatefulBatchLogic):
                 st.levels.pop(p, None)
             if level:
                 st.levels[merged] = level
+        self._fold_purge(purge, now)
         PROGRESS.published(f"snapshot {row[0]}")
         self._collect_garbage()
         return [self._summary(row, elapsed)]
+
+    def _fold_purge(self, purge: Purge, now: float) -> None:
+        """Swap in the parts a build rewrote without erased people's rows; retire the originals."""
+        st = self.state
+        for table, swaps in purge.replaced.items():
+            # Compaction above already swapped in what it merged, which the build purged after it.
+            st.parts[table] = [swaps.get(p, p) for p in st.parts[table]]
+            for old, new in swaps.items():
+                st.retired[old] = now
+                self._purged = True
+                level = st.levels.pop(old, None)
+                if level:
+                    st.levels[new] = level
+        st.purged.update(purge.ids)
 
     @staticmethod
     def _summary(row: tuple[Any, ...], elapsed: float) -> dict[str, Any]:
@@ -331,6 +377,8 @@ class WarehouseLogic(StatefulBatchLogic):
         """
         st = self.state
         keep = {p for parts in st.parts.values() for p in parts}
+        for gone in [p for p in st.retired if not Path(p).exists()]:  # deleted after a finished run
+            del st.retired[gone]
         cutoff = time.time() - 120
         for folder in self.parts_dir.glob("*"):
             for part in folder.glob("*.parquet"):
@@ -357,6 +405,7 @@ class _BuildPlan:
     fingerprint: str
     writes: list[Future]  # part writes the snapshot refers to
     previous: _Applied | None = None  # what the published file holds, to build on; None: from scratch
+    purged: frozenset[str] = frozenset()  # erased ids no part holds rows of any more
 
 
 @dataclass(frozen=True)
@@ -376,7 +425,7 @@ def _write_parquet(data: list[Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _build_snapshot(plan: _BuildPlan) -> tuple[tuple[Any, ...], float, _Applied]:
+def _build_snapshot(plan: _BuildPlan) -> tuple[tuple[Any, ...], float, _Applied, Purge]:
     """Build a fresh DuckDB file from the parts and swap it in atomically (builder thread)."""
     for job in plan.writes:
         job.result()  # the parts this snapshot names are on disk
@@ -387,18 +436,19 @@ def _build_snapshot(plan: _BuildPlan) -> tuple[tuple[Any, ...], float, _Applied]
     spill = plan.tmp.with_name(plan.tmp.name + ".spill")
     try:
         try:
-            parts, row = _build_file(plan, {"memory_limit": BUILD_MEMORY, "temp_directory": str(spill)})
+            parts, row, purge = _build_file(plan, {"memory_limit": BUILD_MEMORY, "temp_directory": str(spill)})
         except duckdb.OutOfMemoryException:
-            parts, row = _build_file(plan, {})  # more than the bound: memory over failing the run
+            parts, row, purge = _build_file(plan, {})  # more than the bound: memory over failing the run
     finally:
         shutil.rmtree(spill, ignore_errors=True)
     os.replace(plan.tmp, plan.path)
+    # Rewritten contact parts count as applied: their rows are the originals' (see purge).
     applied = _Applied(frozenset(parts["contacts"]), frozenset(parts["identities"]))
-    return row, time.monotonic() - started, applied
+    return row, time.monotonic() - started, applied, purge
 
 
-def _build_file(plan: _BuildPlan, limits: dict[str, str]) -> tuple[dict[str, list[str]], tuple[Any, ...]]:
-    """Build the snapshot into ``plan.tmp`` with one DuckDB connection; return the part lists and its row."""
+def _build_file(plan: _BuildPlan, limits: dict[str, str]) -> tuple[dict[str, list[str]], tuple[Any, ...], Purge]:
+    """Build the snapshot into ``plan.tmp`` with one DuckDB connection; return the part lists, its row, its purge."""
     for stale in (plan.tmp, Path(str(plan.tmp) + ".wal")):
         stale.unlink(missing_ok=True)
     if plan.previous is not None:
@@ -411,11 +461,16 @@ def _build_file(plan: _BuildPlan, limits: dict[str, str]) -> tuple[dict[str, lis
         con.execute(f"ATTACH '{_sql_path(plan.tmp)}' AS snap")
         parts = _compact(con, plan)
         row = _build(con, plan, parts)
+        purge = purge_erased(con, parts, plan.purged, len(plan.snapshots) + 1, MERGED_ROW_GROUP)
+        for name, sql in _append_only_ddl():
+            if name in purge.replaced:
+                con.execute(f"DROP VIEW {name}")
+                _create_view(con, name, sql, parts[name])
         con.execute("USE memory")
         con.execute("DETACH snap")
     finally:
         con.close()
-    return parts, row
+    return parts, row, purge
 
 
 def _compact(con: duckdb.DuckDBPyConnection, plan: _BuildPlan) -> dict[str, list[str]]:
@@ -461,14 +516,7 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
             if not parts[name]:
                 con.execute(sql)
                 continue
-            con.execute(sql.replace(f"CREATE TABLE {name} (", f"CREATE TEMP TABLE _shape_{name} (", 1))
-            cols = con.execute(f"DESCRIBE temp.main._shape_{name}").fetchall()
-            derived = DERIVED.get(name, {})
-            select = ", ".join(f"CAST({derived.get(c[0], 'p.' + c[0])} AS {c[1]}) AS {c[0]}" for c in cols)
-            view = f"SELECT {select} FROM read_parquet({_list(parts[name])}) AS p"
-            if name in FILTERS:
-                view = f"SELECT * FROM ({view}) WHERE {FILTERS[name]}"
-            con.execute(f"CREATE VIEW {name} AS {view}")
+            _create_view(con, name, sql, parts[name])
         elif prev is None:
             con.execute(sql)
     if prev is None:
@@ -548,13 +596,23 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
     return row
 
 
+def _append_only_ddl() -> list[tuple[str, str]]:
+    """(name, CREATE TABLE statement) of the append-only tables, in DDL order."""
+    return [(name, sql) for kind, name, sql in ddl_sections() if kind == "table" and name in APPEND_ONLY]
+
+
+def _create_view(con: duckdb.DuckDBPyConnection, name: str, sql: str, parts: list[str]) -> None:
+    """Create append-only table ``name`` as a view over ``parts``, with the columns its DDL ``sql`` gives."""
+    con.execute(sql.replace(f"CREATE TABLE {name} (", f"CREATE OR REPLACE TEMP TABLE _shape_{name} (", 1))
+    cols = con.execute(f"DESCRIBE temp.main._shape_{name}").fetchall()
+    derived = DERIVED.get(name, {})
+    select = ", ".join(f"CAST({derived.get(c[0], 'p.' + c[0])} AS {c[1]}) AS {c[0]}" for c in cols)
+    view = f"SELECT {select} FROM read_parquet({_list(parts)}) AS p"
+    if name in FILTERS:
+        view = f"SELECT * FROM ({view}) WHERE {FILTERS[name]}"
+    con.execute(f"CREATE VIEW {name} AS {view}")
+
+
 _SNAPSHOT_COLUMNS = ("snapshot_id", "taken_at", "watermark", "lines_read", "accepted", "dead_lettered",
                      "duplicates", "late", "buffered", "contacts", "triggers", "config")
 
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
-
-
-def _list(paths: list[str]) -> str:
-    return "[" + ", ".join(f"'{_sql_path(Path(p))}'" for p in paths) + "]"

@@ -261,6 +261,9 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    from flows.warehouse import delete_after_run
+
+    delete_after_run()  # the run has ended and recorded its last state: parts of erased people go
     elapsed = time.monotonic() - started
     summary = summarize(warehouse, triggers, dead, elapsed)
     if pid is None:

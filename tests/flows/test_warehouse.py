@@ -162,6 +162,19 @@ def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
         assert dead == [("no_consent", "", f"{data}:8")]
     finally:
         con.close()
+    # And on disk: no Parquet part left holds the e-mail address or u1's and d1's events.
+    parts = sorted((tmp_path / "out" / "warehouse.duckdb.parts").rglob("*.parquet"))
+    assert any(p.stem.endswith(".e1") for p in parts), "the erasure rewrote parts"
+    con = duckdb.connect()
+    try:
+        for part in parts:
+            text = str(con.execute(f"SELECT * FROM read_parquet('{part}')").fetchall())
+            assert "gone@example.com" not in text, part
+            if part.parent.name == "events":
+                owners = {r[0] for r in con.execute(f"SELECT contact_id FROM read_parquet('{part}')").fetchall()}
+                assert not owners & {"u1", "d1"}, part
+    finally:
+        con.close()
     snap = last_snapshot(tmp_path / "out" / "warehouse.duckdb")
     assert snap["lines_read"] == 9 and snap["dead_lettered"] == 1 and snap["accepted"] == 8
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
 import pyarrow.parquet as pq
@@ -22,12 +22,17 @@ from .conftest import CONFIG, TABLES
 CURRENT_STATE = ("contacts", "contact_scores", "identities", "merges", "segment_members", "workflow_members")
 
 
-def _exports(chunks: int) -> list[Export]:
-    """Run the engine over generated events in chunks; export what changed after each, as shards do."""
+def _exports(chunks: int, edit: Callable[[list[Event]], list[Event]] | None = None) -> list[Export]:
+    """Run the engine over generated events in chunks; export what changed after each, as shards do.
+
+    ``edit`` may change the generated events first (tests/flows/test_purge.py adds erasures).
+    """
     config = load_config(CONFIG)
     steps = {wf.name: [step.name for step in wf.program] for wf in config.workflows}
     events = [e for e in (decode_line(line, "gen") for line in generate_lines(
         GenerateOptions(events=12_000, contacts=900, seed=5))) if isinstance(e, Event)]
+    if edit is not None:
+        events = edit(events)
     pipe = LocalPipeline(config, shards=4)
     size = len(events) // chunks + 1
     out: list[Export] = []

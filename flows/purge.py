@@ -1,0 +1,110 @@
+"""Erasure on disk: rewrite the Parquet parts that still hold rows of contacts erased on request.
+
+A published snapshot hides an erased contact's events and blanks its triggers at once
+(see ``warehouse.DERIVED`` and ``FILTERS``), but parts are immutable files written before
+the erasure. So the build that first sees a contact erased also rewrites every part that
+holds its data, and the writer retires the originals like parts merged by compaction
+(deleted once no reader can still be using them). What each table keeps of an erased
+person (the contact itself, and the anonymous profiles that merged into it):
+
+- ``events``: nothing;
+- ``triggers``: the rows, which the reports count, without e-mail address, parameters
+  and reasons; the ``contact_deleted`` trigger stays whole, as the record of the erasure;
+- ``contacts``: only the erased row and the merge tombstones, which the current-state
+  tables are built from (the newest row per contact wins, and those are the newest);
+- ``identities``: everything (ids only: they keep suppressing later events).
+
+Dead letters hold raw lines that are not matched to contacts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from .sqltext import sql_list, sql_path
+
+# The ids whose rows go: erased contacts and the anonymous profiles merged into them,
+# read from the snapshot's own current-state tables once they are up to date.
+_ERASED = """
+    SELECT contact_id AS id FROM contacts WHERE deleted
+    UNION SELECT m.anonymous_id FROM merges m JOIN contacts c ON c.contact_id = m.contact_id WHERE c.deleted"""
+
+# Per table: which stored rows hold an erased person's data, and the rewrite's SELECT.
+_BLANKED = ("email", "params", "reason")
+_RULES: dict[str, tuple[str, str]] = {
+    "events": ("TRUE", "SELECT * FROM {src} WHERE contact_id NOT IN (SELECT id FROM {ids})"),
+    "triggers": (
+        "action <> 'contact_deleted'",
+        "SELECT * REPLACE ("
+        + ", ".join(f"CASE WHEN action <> 'contact_deleted' AND contact_id IN (SELECT id FROM {{ids}}) "
+                    f"THEN NULL ELSE {col} END AS {col}" for col in _BLANKED)
+        + ") FROM {src}",
+    ),
+    "contacts": (
+        "NOT deleted AND NOT erased",
+        "SELECT * FROM {src} WHERE deleted OR erased OR contact_id NOT IN (SELECT id FROM {ids})",
+    ),
+}
+_REWRITTEN = re.compile(r"\.e\d+$")  # the suffix of a part rewritten before
+
+
+@dataclass
+class Purge:
+    """What one build rewrote: part replacements per table, and the ids now purged."""
+
+    replaced: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> {old part: new part}
+    ids: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.ids)
+
+
+def rewritten_name(part: str, build: int) -> str:
+    """The name of ``part`` rewritten by build number ``build``.
+
+    It keeps the part's sequence prefix, so a rewritten contacts part still sorts where
+    the original did: "the newest part wins" must not change.
+    """
+    path = Path(part)
+    return str(path.with_name(f"{_REWRITTEN.sub('', path.stem)}.e{build}{path.suffix}"))
+
+
+def purge_erased(con: duckdb.DuckDBPyConnection, parts: dict[str, list[str]], purged: frozenset[str],
+                 build: int, row_group: int) -> Purge:
+    """Rewrite the parts holding rows of people erased since ``purged``; return what changed.
+
+    ``con`` has the snapshot being built as its current database, with its current-state
+    tables already up to date. ``parts`` (table -> part paths) is updated in place.
+    """
+    erased = {row[0] for row in con.execute(_ERASED).fetchall()}
+    new = erased - purged
+    if not new:
+        return Purge()
+    con.execute("CREATE OR REPLACE TEMP TABLE _purge_ids (id VARCHAR)")
+    con.executemany("INSERT INTO temp.main._purge_ids VALUES (?)", [[i] for i in sorted(new)])
+    ids = "temp.main._purge_ids"
+    out = Purge(ids=frozenset(new))
+    for table, (holds, rewrite) in _RULES.items():
+        if not parts.get(table):
+            continue
+        hit = con.execute(
+            f"SELECT DISTINCT filename FROM read_parquet({sql_list(parts[table])}, filename = true) "
+            f"WHERE contact_id IN (SELECT id FROM {ids}) AND {holds}").fetchall()
+        swaps: dict[str, str] = {}
+        for (found,) in hit:
+            old = next(p for p in parts[table] if Path(p) == Path(found))
+            new_part = rewritten_name(old, build)
+            tmp = Path(new_part).with_suffix(".tmp")
+            query = rewrite.format(src=f"read_parquet({sql_list([old])})", ids=ids)
+            con.execute(f"COPY ({query}) TO '{sql_path(tmp)}' "
+                        f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {row_group})")
+            tmp.replace(new_part)
+            swaps[old] = new_part
+        if swaps:
+            parts[table] = [swaps.get(p, p) for p in parts[table]]
+            out.replaced[table] = swaps
+    return out

@@ -1,0 +1,152 @@
+"""Erasure on disk: once a snapshot applies an erasure, no Parquet part holds the erased person's data."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from engine.events import Event
+from flows import purge, warehouse
+
+from .test_warehouse_builds import _exports, _read
+
+ERASE_AT_CHUNK = 5  # of 12 (the erasures land in the fifth): after several cuts' parts hold their rows
+CHUNKS = 12
+
+
+def _with_erasures(events: list[Event]) -> list[Event]:
+    """The generated events with three known contacts erased in the middle of the stream."""
+    at = len(events) * ERASE_AT_CHUNK // CHUNKS
+    before = events[:at]
+    known = sorted({e.user_id for e in before if e.user_id and e.type == "identify" and e.traits.get("email")})
+    chosen = known[:3]
+    now = max(e.ts for e in before) + 1
+    erasures = [Event(f"erase-{uid}", "track", now, user_id=uid, name="Contact Deleted") for uid in chosen]
+    return before + erasures + events[at:]
+
+
+@pytest.fixture(scope="module")
+def exports() -> list:
+    """Twelve cuts' exports of the generated stream with the erasures, as one shard exports them."""
+    return _exports(chunks=CHUNKS, edit=_with_erasures)
+
+
+@pytest.fixture
+def purges(monkeypatch: pytest.MonkeyPatch) -> list[purge.Purge]:
+    """What every snapshot build's purge did, in build order."""
+    done: list[purge.Purge] = []
+
+    def recording(*args: object) -> purge.Purge:
+        done.append(purge.purge_erased(*args))  # type: ignore[arg-type]
+        return done[-1]
+
+    monkeypatch.setattr(warehouse, "purge_erased", recording)
+    return done
+
+
+def _all_rows(files: list[Path]) -> list[tuple]:
+    con = duckdb.connect()
+    try:
+        out: list[tuple] = []
+        for f in files:
+            out += con.execute(f"SELECT * FROM read_parquet('{f}')").fetchall()
+        return out
+    finally:
+        con.close()
+
+
+def _erased_ids(path: Path) -> set[str]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {r[0] for r in con.execute(
+            "SELECT contact_id FROM contacts WHERE deleted UNION SELECT m.anonymous_id FROM merges m "
+            "JOIN contacts c ON c.contact_id = m.contact_id WHERE c.deleted").fetchall()}
+    finally:
+        con.close()
+
+
+def _assert_no_erased_data_on_disk(parts_dir: Path, ids: set[str]) -> None:
+    """Every Parquet file left under the parts folder: events of ``ids`` gone, triggers blanked,
+    contact rows only the erased row and merge tombstones."""
+    files = {t: sorted((parts_dir / t).glob("*.parquet")) for t in ("events", "triggers", "contacts")}
+    events = [r for r in _all_rows(files["events"]) if r[3] in ids]
+    assert events == []
+    triggers = [r for r in _all_rows(files["triggers"]) if r[3] in ids]
+    assert triggers, "the erased contacts had triggers: they stay, blanked"
+    assert all(r[7:] == (None, None) and r[5] is None for r in triggers if r[1] != "contact_deleted"), triggers[:3]
+    contacts = [r for r in _all_rows(files["contacts"]) if r[0] in ids]
+    assert contacts and all(r[1] or r[22] for r in contacts), "only erased rows and merge tombstones remain"
+
+
+def test_an_erasure_rewrites_every_part_that_held_the_person(tmp_path: Path, exports: list,
+                                                             purges: list[purge.Purge],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshots per cut with compactions between: the build that applies the erasures rewrites
+    the parts holding the erased rows (merged ones too), a finished run deletes the originals, and
+    the tables equal one build from scratch."""
+    monkeypatch.setattr(warehouse, "COMPACT_AFTER", 2)
+    often = warehouse.WarehouseLogic(tmp_path / "often.duckdb", 1, 0.0, "test", None)
+    for export in exports:
+        often.on_batch([export])
+        often.on_eof()
+    once = warehouse.WarehouseLogic(tmp_path / "once.duckdb", 1, 1e9, "test", None)
+    once.on_batch(exports)
+    once.on_eof()
+    assert warehouse.delete_after_run() > 0  # as the CLI does once the dataflow has returned
+    ids = _erased_ids(tmp_path / "often.duckdb")
+    assert len([i for i in ids if not i.startswith("anon")]) == 3 and often.state.purged == ids == once.state.purged
+    # One build per run rewrote parts: the first to see the erasures. (Contacts parts here are
+    # compacted whole at every build, which keeps only the erased rows: nothing to rewrite.)
+    done = [p for p in purges if p]
+    assert len(done) == 2 and all({"events", "triggers"} <= set(p.replaced) for p in done)
+    for name in ("often", "once"):
+        _assert_no_erased_data_on_disk(tmp_path / f"{name}.duckdb.parts", ids)
+    assert _read(tmp_path / "often.duckdb") == _read(tmp_path / "once.duckdb")
+
+
+def test_a_run_resumed_from_before_the_erasure_purges_again(tmp_path: Path, exports: list,
+                                                          purges: list[purge.Purge]) -> None:
+    """Recovery state from before an erasure: the resumed run purges what it names, and ends with
+    the tables of the uninterrupted run and no erased rows on disk."""
+    first = warehouse.WarehouseLogic(tmp_path / "w.duckdb", 1, 0.0, "test", None)
+    for export in exports[:ERASE_AT_CHUNK - 1]:
+        first.on_batch([export])
+        first.on_eof()
+    saved = pickle.dumps(first.snapshot())
+    for export in exports[ERASE_AT_CHUNK - 1:]:
+        first.on_batch([export])
+        first.on_eof()
+    expected = _read(tmp_path / "w.duckdb")
+    # Without compaction, contacts parts still held older rows of the erased contacts.
+    assert [set(p.replaced) for p in purges if p] == [{"events", "triggers", "contacts"}]
+    resumed = warehouse.WarehouseLogic(tmp_path / "w.duckdb", 1, 0.0, "test", pickle.loads(saved))
+    assert not resumed.state.purged
+    for export in exports[ERASE_AT_CHUNK - 1:]:
+        resumed.on_batch([export])
+        resumed.on_eof()
+    warehouse.delete_after_run()
+    assert _read(tmp_path / "w.duckdb") == expected
+    assert len([p for p in purges if p]) == 2 and resumed.state.purged == first.state.purged
+    # The first run's parts from after the recovery snapshot are orphans now, left to the
+    # grace period; the ones the resumed run names hold nothing of the erased people.
+    named = {Path(p) for parts in resumed.state.parts.values() for p in parts}
+    ids = _erased_ids(tmp_path / "w.duckdb")
+    events = [r for r in _all_rows(sorted(p for p in named if p.parent.name == "events")) if r[3] in ids]
+    assert events == []
+
+
+@pytest.mark.parametrize(
+    ("part", "build", "expected"),
+    [
+        ("p/00000042-ab12cd34.parquet", 7, "p/00000042-ab12cd34.e7.parquet"),
+        ("p/00000042-ab12cd34.e7.parquet", 9, "p/00000042-ab12cd34.e9.parquet"),
+    ],
+    ids=["first_rewrite", "rewrite_of_a_rewrite"],
+)
+def test_rewritten_names_keep_the_sequence_prefix(part: str, build: int, expected: str) -> None:
+    assert purge.rewritten_name(part, build) == expected
+    # Contacts parts sort by name for "the newest row wins": a rewrite sorts where its original did.
+    assert sorted([expected, "p/00000041-ab12cd34.parquet", "p/00000043-ab12cd34.parquet"])[1] == expected
