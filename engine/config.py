@@ -6,6 +6,7 @@ unknown key anywhere is an error, so a typo can never silently disable a rule.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -195,6 +196,23 @@ class Config:
         """A hash of the config's content, to tell whether two runs used the same rules."""
         return blake2b(orjson.dumps(self.document, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
+    def context_keys(self) -> frozenset[str] | None:
+        """The keys of an event's ``context`` that the rules read; None when they may read any.
+
+        The engine itself reads ``campaign`` (a contact's first touch). The rest is whatever
+        a condition field or an action placeholder names as ``event.context.<key>...``.
+        Decoders keep only these as a dict and the whole context as JSON text (see
+        ``decode.decode_line``): most of a context (page, library, user agent, ip) only
+        ever reaches the events table, and dropping its objects early is cheaper.
+        """
+        keys = {"campaign"}
+        for text in _strings(self.document):
+            for ref in _CONTEXT_REF.finditer(text):
+                if ref.group(1) is None:
+                    return None  # the context as a whole
+                keys.add(ref.group(1))
+        return frozenset(keys)
+
     def rule_fingerprints(self) -> dict[str, str]:
         """Per automation rule, a hash of its definition: a changed rule counts as new."""
         rules = self.document.get("automation_rules", {})
@@ -202,6 +220,22 @@ class Config:
             f"automation_rules.{name}": blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
             for name, body in rules.items()
         }
+
+
+# A reference to an event's context, with its first key when there is one. Matching every
+# string of the document (descriptions too) can only keep more keys than needed.
+_CONTEXT_REF = re.compile(r"event\.context(?:\.([^.\s\"'{}]+))?")
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string value in a parsed document, however deeply nested."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 # ---------------------------------------------------------------- loading

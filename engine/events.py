@@ -49,6 +49,10 @@ class Event:
     properties: dict[str, Any] = field(default_factory=dict)
     traits: dict[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
+    # The whole context as JSON text, when the decoder kept only the keys the rules read as
+    # ``context`` (see Config.context_keys); None when ``context`` is the whole of it.
+    context_json: str | None = None
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Events cross processes (shard exchange, warehouse exports) and go into recovery
         # snapshots by the thousand. Constructor arguments pickle in about half the time
@@ -59,7 +63,7 @@ class Event:
         # as the arguments themselves. (Pickling the raw line and decoding it again was
         # measured too: slower to load.)
         args = (self.message_id, self.type, self.ts, self.anonymous_id, self.user_id, self.previous_id,
-                self.group_id, self.name, self.properties, self.traits, self.context)
+                self.group_id, self.name, self.properties, self.traits, self.context, self.context_json)
         try:
             return (event_from_json, (orjson.dumps(args),))
         except orjson.JSONEncodeError:
@@ -95,8 +99,9 @@ class Event:
             out["properties"] = self.properties
         if self.traits:
             out["traits"] = self.traits
-        if self.context:
-            out["context"] = self.context
+        context = orjson.loads(self.context_json) if self.context_json is not None else self.context
+        if context:
+            out["context"] = context
         return out
 
 

@@ -47,7 +47,7 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     ctx = StageContext(config, opts.parts, shards, opts.follow, opts.single_process)
     # Cuts come twice per interval, so a complete one is always ready when a snapshot is due.
     router = Router(shards, config.settings.allowed_lateness_ms, opts.snapshot_interval_s / 2, opts.follow,
-                    config.privacy.consent_category, opts.cut_every_lines or None)
+                    config.privacy.consent_category, opts.cut_every_lines or None, config.context_keys())
     flow = Dataflow("leadstream")
 
     kconf = dict(opts.kafka_config)

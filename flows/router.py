@@ -39,9 +39,11 @@ class Router:
     """
 
     def __init__(self, shards: int, lateness_ms: int, cut_interval_s: float, follow: bool = False,
-                 consent_category: str | None = None, cut_lines: int | None = CUT_EVERY_LINES) -> None:
+                 consent_category: str | None = None, cut_lines: int | None = CUT_EVERY_LINES,
+                 context_keys: frozenset[str] | None = None) -> None:
         self.shards = shards
         self.consent_category = consent_category
+        self.context_keys = context_keys  # Config.context_keys: what events keep of their context as a dict
         self.broadcast_s = BROADCAST_FOLLOW_S if follow else BROADCAST_REPLAY_S
         self.lateness_ms = lateness_ms
         self.cut_interval_s = cut_interval_s
@@ -63,7 +65,7 @@ class Router:
         first = batch.first_line
         reject_shard = shard_of(batch.part, shards)
         for i, raw in enumerate(batch.lines):
-            item = decode_line(raw, prefix + str(first + i), self.consent_category)
+            item = decode_line(raw, prefix + str(first + i), self.consent_category, self.context_keys)
             if type(item) is Event:
                 shard = shard_of(item.device_id, shards)
                 packet = packets.get(shard)

@@ -114,3 +114,28 @@ def test_empty_config_gets_the_act_on_defaults() -> None:
     assert cfg.stages.stage_for(39) == "marketing_qualified"
     assert cfg.stages.stage_for(40) == "sales_ready"
     assert cfg.stages.stage_for(-5) == "awareness"
+
+
+@pytest.mark.parametrize(
+    ("extra", "keys"),
+    [
+        ("", {"campaign"}),
+        ('[segments.paid]\nall = [{ field = "traits.plan", op = "eq", value = "paid" }]\n', {"campaign"}),
+        ('[[scoring.default.rules]]\nname = "de"\npoints = 1\n'
+         'all = [{ field = "event.context.locale", op = "eq", value = "de-DE" }]\n', {"campaign", "locale"}),
+        ('[[scoring.default.rules]]\nname = "deep"\npoints = 1\n'
+         'all = [{ field = "event.context.page.path", op = "exists" }]\n', {"campaign", "page"}),
+        ('[workflows.hi]\ntrigger = { event = { all = [{ field = "event.type", op = "eq", value = "identify" }] } }\n'
+         'steps = [{ action = "send_email", params = { template = "hi_{event.context.app.name}" } }]\n',
+         {"campaign", "app"}),
+    ],
+    ids=["default", "state_only", "condition", "nested_path", "placeholder"],
+)
+def test_context_keys_are_what_conditions_and_placeholders_name(extra: str, keys: set[str]) -> None:
+    """Events keep these context keys as a dict (the rest only as text): campaign for the first
+    touch, plus every event.context.<key> a condition or an action placeholder reads."""
+    assert parse_config(extra).context_keys() == frozenset(keys)
+
+
+def test_the_example_config_reads_only_the_campaign() -> None:
+    assert load_config(Path(__file__).parents[2] / "examples" / "marketing.toml").context_keys() == {"campaign"}

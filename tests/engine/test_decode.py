@@ -367,3 +367,38 @@ def test_consent_category_gates_anonymous_tracking(fields: dict, accepted: bool)
         assert out.raw == "", "tracking data nobody agreed to is not stored"
         assert out.source == "f:1" and "analytics" in out.detail
     assert isinstance(decode_line(raw), Event), "without a consent category every valid event is tracked"
+
+
+# ------------------------------------------------------------------ the context the rules read
+
+FULL_CONTEXT = {"campaign": {"source": "google", "name": "q1"}, "page": {"path": "/pricing", "url": "https://x/pricing"},
+                "library": {"name": "analytics.js"}, "ip": "203.0.113.9", **CONSENTED}
+
+
+@pytest.mark.parametrize(
+    ("keys", "kept"),
+    [
+        (None, FULL_CONTEXT),
+        (frozenset({"campaign"}), {"campaign": FULL_CONTEXT["campaign"]}),
+        (frozenset({"campaign", "page", "locale"}), {"campaign": FULL_CONTEXT["campaign"], "page": FULL_CONTEXT["page"]}),
+        (frozenset(), {}),
+    ],
+    ids=["whole", "campaign_only", "with_a_key_the_event_lacks", "nothing"],
+)
+def test_events_keep_the_context_keys_the_rules_read(keys: frozenset[str] | None, kept: dict) -> None:
+    """With context keys, the context dict holds those alone and the whole of it travels as JSON text;
+    consent is judged on the whole context before anything is dropped."""
+    raw = orjson.dumps({"type": "page", "timestamp": T0, "messageId": "m1", "anonymousId": "d1", "context": FULL_CONTEXT})
+    out = decode_line(raw, "f:1", consent_category="analytics", context_keys=keys)
+    assert isinstance(out, Event) and out.context == kept
+    if keys is None:
+        assert out.context_json is None
+    else:
+        assert out.context_json is not None and orjson.loads(out.context_json) == FULL_CONTEXT
+    assert out.to_segment()["context"] == FULL_CONTEXT  # the events table and logs get all of it
+
+
+def test_an_event_without_context_keeps_none_as_text() -> None:
+    raw = orjson.dumps({"type": "page", "timestamp": T0, "messageId": "m1", "anonymousId": "d1"})
+    out = decode_line(raw, context_keys=frozenset({"campaign"}))
+    assert isinstance(out, Event) and out.context == {} and out.context_json is None

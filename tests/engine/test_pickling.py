@@ -94,11 +94,13 @@ def test_pickles_back_to_itself(kind: str) -> None:
     _same(CASES[kind]())
 
 
-def test_decoded_events_pickle_as_one_json_array() -> None:
+@pytest.mark.parametrize("context_keys", [None, frozenset({"campaign"})], ids=["whole_context", "context_as_text"])
+def test_decoded_events_pickle_as_one_json_array(context_keys: frozenset[str] | None) -> None:
     """Every decoded event of a generated stream goes the JSON way and comes back equal, field by field."""
     lines = list(generate_lines(GenerateOptions(events=3_000, contacts=200, seed=9)))
-    events = [e for e in map(decode_line, lines) if isinstance(e, Event)]
+    events = [e for e in (decode_line(line, context_keys=context_keys) for line in lines) if isinstance(e, Event)]
     assert {e.type for e in events} >= {"identify", "track", "page", "alias"}
+    assert any(e.context_json is not None for e in events) == (context_keys is not None)
     assert all(e.__reduce__()[0] is event_from_json for e in events)
     back = pickle.loads(pickle.dumps(events))
     assert back == events

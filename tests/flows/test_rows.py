@@ -7,7 +7,7 @@ import pickle
 import orjson
 import pytest
 
-from engine.config import load_config
+from engine.config import load_config, parse_config
 from engine.decode import decode_line
 from engine.events import Event
 from engine.pipeline import LocalPipeline
@@ -112,3 +112,36 @@ def test_only_a_followed_single_process_run_defers_tables(follow: bool, single_p
     """Replays build their tables in the shards (the writer's GIL hunger slowed the worker); live streams defer."""
     ctx = StageContext(load_config(CONFIG), ("in.jsonl",), 4, follow, single_process)
     assert ctx.defer_tables is defer
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ["", '[[scoring.default.rules]]\nname = "pricing_page"\npoints = 7\n'
+         'all = [{ field = "event.context.page.path", op = "starts_with", value = "/pricing" }]\n'],
+    ids=["example_config", "a_rule_on_the_context"],
+)
+def test_events_decoded_with_the_configs_context_keys_change_nothing(extra: str) -> None:
+    """Keeping only the context keys the rules read (the rest as text) gives the same contacts,
+    triggers and events table as whole contexts."""
+    config_text = CONFIG.read_text()
+    if extra:
+        config_text = config_text.replace("# Buyer types deserve their own scoring", extra + "\n# Buyer types", 1)
+    config = parse_config(config_text)
+    keys = config.context_keys()
+    assert keys == ({"campaign", "page"} if extra else {"campaign"})
+    lines = list(generate_lines(GenerateOptions(events=4_000, contacts=300, seed=17)))
+    results = []
+    for context_keys in (None, keys):
+        events = [e for e in (decode_line(line, "gen", None, context_keys) for line in lines) if isinstance(e, Event)]
+        assert any(e.context_json for e in events) == (context_keys is not None)
+        pipe = LocalPipeline(config, shards=4)
+        pipe.feed(events, batch=250)
+        pipe.finish()
+        results.append((pipe.results(), rows.events_table(pipe.applied)))
+    (whole, whole_events), (slim, slim_events) = results
+    assert whole == slim and whole_events.equals(slim_events)
+    if extra:  # the rule on the context did score: the plain example config gives other scores
+        plain = LocalPipeline(load_config(CONFIG), shards=4)
+        plain.feed([e for e in (decode_line(line, "gen") for line in lines) if isinstance(e, Event)], batch=250)
+        plain.finish()
+        assert plain.results()["contacts"] != whole["contacts"]
