@@ -27,11 +27,11 @@ import duckdb
 
 from .sqltext import sql_list, sql_path
 
-# The ids whose rows go: erased contacts and the anonymous profiles merged into them,
-# read from the snapshot's own current-state tables once they are up to date.
-_ERASED = """
-    SELECT contact_id AS id FROM contacts WHERE deleted
-    UNION SELECT m.anonymous_id FROM merges m JOIN contacts c ON c.contact_id = m.contact_id WHERE c.deleted"""
+# The ids of erased people: contacts erased on request and the anonymous profiles that
+# merged into them (rows stored under either id are theirs), read from a snapshot's
+# current-state tables. The published views blank and hide by it too (warehouse.DERIVED).
+ERASED_IDS = ("SELECT contact_id AS id FROM contacts WHERE deleted UNION SELECT m.anonymous_id FROM merges m "
+              "JOIN contacts c ON c.contact_id = m.contact_id WHERE c.deleted")
 
 # Per table: which stored rows hold an erased person's data, and the rewrite's SELECT.
 _BLANKED = ("email", "params", "reason")
@@ -80,7 +80,7 @@ def purge_erased(con: duckdb.DuckDBPyConnection, parts: dict[str, list[str]], pu
     ``con`` has the snapshot being built as its current database, with its current-state
     tables already up to date. ``parts`` (table -> part paths) is updated in place.
     """
-    erased = {row[0] for row in con.execute(_ERASED).fetchall()}
+    erased = {row[0] for row in con.execute(ERASED_IDS).fetchall()}
     new = erased - purged
     if not new:
         return Purge()

@@ -206,7 +206,8 @@ class EventColumns(_Columns):
         uid.extend([e.user_id for _, e in applied])
         ts.extend([e.ts for _, e in applied])
         props.extend([dumps(e.properties).decode() if e.properties else None for _, e in applied])
-        ctx.extend([e.context_json if e.context_json is not None else dumps(e.context).decode() if e.context else None
+        # The decoder may have written the context already, keeping only part of it as a dict.
+        ctx.extend([e.context_json if e.context_json is not None else (dumps(e.context).decode() if e.context else None)
                     for _, e in applied])
 
 

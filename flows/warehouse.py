@@ -42,21 +42,17 @@ import schemas
 from . import rows
 from .packets import Export
 from .progress import PROGRESS, timed
-from .purge import Purge, purge_erased
+from .purge import ERASED_IDS, Purge, purge_erased
 from .sqltext import sql_list as _list
 from .sqltext import sql_path as _sql_path
 
 DDL_PATH = Path(schemas.__file__).with_name("warehouse.sql")
 APPEND_ONLY = ("events", "triggers", "dead_letters")
-# Columns of append-only views that are computed rather than read as stored.
-# Contacts erased on request, and the anonymous profiles that merged into them: rows
-# stored under either id belong to an erased person.
-ERASED_IDS = ("(SELECT contact_id FROM contacts WHERE deleted UNION ALL SELECT m.anonymous_id FROM merges m "
-              "JOIN contacts c ON c.contact_id = m.contact_id WHERE c.deleted)")
 # A trigger of an erased contact keeps what the reports count (action, rule, time, ids),
 # but not the e-mail address, nor its parameters and reasons, which quote traits and event
 # properties. The contact_deleted trigger itself stays whole: it records the erasure.
-_ERASED_TRIGGER = f"p.action <> 'contact_deleted' AND p.contact_id IN {ERASED_IDS}"
+_ERASED_TRIGGER = f"p.action <> 'contact_deleted' AND p.contact_id IN ({ERASED_IDS})"
+# Columns of append-only views that are computed rather than read as stored.
 DERIVED = {
     # An anonymous profile's events belong to the contact it merged into.
     "events": {"contact_id": "COALESCE((SELECT m.contact_id FROM merges m WHERE m.anonymous_id = p.contact_id), p.contact_id)"},

@@ -61,9 +61,7 @@ def _all_rows(files: list[Path]) -> list[tuple]:
 def _erased_ids(path: Path) -> set[str]:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return {r[0] for r in con.execute(
-            "SELECT contact_id FROM contacts WHERE deleted UNION SELECT m.anonymous_id FROM merges m "
-            "JOIN contacts c ON c.contact_id = m.contact_id WHERE c.deleted").fetchall()}
+        return {r[0] for r in con.execute(purge.ERASED_IDS).fetchall()}
     finally:
         con.close()
 
