@@ -24,6 +24,7 @@ from .progress import PROGRESS, timed
 # shard of the next stage, so per-batch costs grow with the shard count squared.
 MAX_BATCH_LINES = 10_000
 MAX_BATCH_BYTES = 4 << 20
+READ_BUFFER = 1 << 20
 POLL = timedelta(milliseconds=50)
 # How long a followed input must stay quiet before its watermark follows the wall clock.
 IDLE_AFTER_S = 0.2
@@ -77,7 +78,7 @@ def _dir_files(path: Path) -> list[Path]:
 def _open(path: Path) -> BinaryIO:
     if path.name.endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")  # noqa: SIM115 - the partition owns the handle
+    return open(path, "rb", buffering=READ_BUFFER)  # noqa: SIM115 - the partition owns the handle
 
 
 class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 from pathlib import Path
 from typing import Any, Callable
 
@@ -102,22 +104,63 @@ def test_incremental_snapshots_equal_one_from_scratch(tmp_path: Path, monkeypatc
     assert len(built["merges"]) > 0 and len(built["contacts"]) > 100
 
 
+FINAL = warehouse.COMPACT_AFTER * warehouse.FINAL_SLACK
+
+
 @pytest.mark.parametrize(
-    ("title", "table", "levels", "expected"),
+    ("title", "table", "levels", "after", "expected"),
     [
-        ("few parts: nothing to merge", "events", [0] * 32, None),
-        ("one part too many: level 0 merges into a level-1 part", "events", [1, 1] + [0] * 33, (2, 35, 1)),
-        ("a full level 1 merges before level 0 fills up", "triggers", [2] + [1] * 33 + [0] * 5, (1, 34, 2)),
-        ("levels interleaved (never written so): left alone", "events", [1, 0] * 40, None),
-        ("current-state tables merge whole, whatever the levels", "contacts", [0] * 33, (0, 33, 0)),
+        ("few parts: nothing to merge", "events", [0] * 32, warehouse.COMPACT_AFTER, None),
+        ("one part too many: level 0 merges into a level-1 part", "events", [1, 1] + [0] * 33,
+         warehouse.COMPACT_AFTER, (2, 35, 1)),
+        ("a full level 1 merges before level 0 fills up", "triggers", [2] + [1] * 33 + [0] * 5,
+         warehouse.COMPACT_AFTER, (1, 34, 2)),
+        ("levels interleaved (never written so): left alone", "events", [1, 0] * 40, warehouse.COMPACT_AFTER, None),
+        ("current-state tables merge whole, whatever the levels", "contacts", [0] * 33,
+         warehouse.COMPACT_AFTER, (0, 33, 0)),
+        ("the final snapshot leaves 40 parts to the next run", "events", [0] * 40,
+         FINAL, None),
+        ("the final snapshot leaves 40 contact parts too", "contacts", [0] * 40, FINAL, None),
+        ("the final snapshot merges past twice the bound", "events", [1] + [0] * 65,
+         FINAL, (1, 66, 1)),
     ],
 )
-def test_compaction_picks_one_level_of_parts(title: str, table: str, levels: list[int],
+def test_compaction_picks_one_level_of_parts(title: str, table: str, levels: list[int], after: int,
                                               expected: tuple[int, int, int] | None) -> None:
     st = warehouse.WarehouseState()
     st.parts[table] = [f"p{i:03d}" for i in range(len(levels))]
     st.levels = {p: level for p, level in zip(st.parts[table], levels) if level}
-    assert st.compaction(table) == expected, title
+    assert st.compaction(table, after) == expected, title
+
+
+def test_the_final_snapshot_leaves_merging_to_the_next_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end of input waits for its snapshot: a level just past COMPACT_AFTER stays unmerged
+    there, and the first build of a resumed run merges it."""
+    monkeypatch.setattr(warehouse, "COMPACT_AFTER", 2)
+    exports = _exports(chunks=6)
+    path = tmp_path / "w.duckdb"
+    first = warehouse.WarehouseLogic(path, 1, 0.0, "test", None)
+    for export in exports:
+        first.on_batch([export])
+        first.on_eof()
+    st = first.state
+    assert st.final and len(st.snapshots) == 6
+
+    def level_zero(state: warehouse.WarehouseState) -> int:
+        return sum(1 for p in state.parts["events"] if state.levels.get(p, 0) == 0)
+
+    # Three parts at level 0: one past the bound, which any other build would have merged.
+    assert level_zero(st) == 3, st.parts["events"]
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM events").fetchone()[0] == sum(
+            ex.tables["events"].num_rows for ex in exports)
+    finally:
+        con.close()
+    resumed = warehouse.WarehouseLogic(path, 1, 0.0, "test", pickle.loads(pickle.dumps(st)))
+    resumed.on_batch([dataclasses.replace(exports[-1], cut=len(exports), final=False)])
+    resumed.on_eof()
+    assert level_zero(resumed.state) == 0 and set(st.parts["events"][-3:]) <= set(resumed.state.retired)
 
 
 def test_recovery_state_from_before_compaction_levels_still_loads() -> None:
