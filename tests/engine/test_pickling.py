@@ -8,12 +8,14 @@ each one pickles through its constructor, and this holds every kind to it.
 from __future__ import annotations
 
 import pickle
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.config import load_config
+from engine.contact import FIELDS, ContactState
 from engine.contacts import ContactShard
 from engine.decode import decode_line
 from engine.dedupe import Deduper
@@ -113,3 +115,19 @@ def test_an_event_json_cannot_hold_pickles_its_fields() -> None:
     odd = Event("m-1", "track", 1, anonymous_id="a", name="X", properties={"tags": {"a", "b"}, 3: "three"})
     assert odd.__reduce__()[0] is Event
     assert pickle.loads(pickle.dumps(odd)) == odd
+
+
+def test_contact_state_lists_its_fields_in_fields_order() -> None:
+    """Freezing (engine/store.py) finds workflow runs by their place in FIELDS, and thawing and
+    unpickling assign by it: the explicit state tuple must follow FIELDS exactly."""
+    pipe, _ = _run()
+    contacts = [c for shard in pipe.identity for c in shard.profiles.values()]
+    contacts += [c for shard in pipe.contact_shards for c in shard.contacts.values()]
+    assert len(contacts) > 100 and any(c.runs for c in contacts) and any(c.user_id for c in contacts)
+    by_name = attrgetter(*FIELDS)
+    for contact in contacts:
+        state = contact.__getstate__()
+        # Equal, not identical: compiled classes box their int and float fields on every read.
+        assert state == by_name(contact), contact.contact_id
+        restored = ContactState("", None, state)
+        assert tuple(getattr(restored, name) for name in FIELDS) == state, contact.contact_id
