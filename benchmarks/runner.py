@@ -48,6 +48,8 @@ def main(argv: list[str]) -> int:
         from flows import warehouse
 
         original = warehouse.WarehouseLogic._collect
+        original_cancel = warehouse.WarehouseLogic._cancel_build
+        carried = [0.0]  # time spent giving up a build, counted with the next one collected
 
         def timed_collect(self, wait):
             # Snapshots are built on a background thread; the worker only waits for one
@@ -55,6 +57,8 @@ def main(argv: list[str]) -> int:
             started = time.perf_counter()
             summaries = original(self, wait)
             stalled = time.perf_counter() - started
+            if summaries:
+                stalled, carried[0] = stalled + carried[0], 0.0
             for summary in summaries:
                 publishes.append({"at_s": round(time.perf_counter() - t0[0], 3),
                                   "seconds": summary.get("publish_seconds"),
@@ -64,7 +68,16 @@ def main(argv: list[str]) -> int:
                                   "contacts": summary.get("contacts")})
             return summaries
 
+        def timed_cancel(self):
+            # The end of input gives up a build under way (WarehouseLogic._cancel_build).
+            started = time.perf_counter()
+            summaries = original_cancel(self)
+            if not summaries:
+                carried[0] += time.perf_counter() - started
+            return summaries
+
         warehouse.WarehouseLogic._collect = timed_collect
+        warehouse.WarehouseLogic._cancel_build = timed_cancel
         patched = True
     except Exception as ex:  # the writer was refactored: run without publish timings
         patched = f"not patched: {ex!r}"

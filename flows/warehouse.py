@@ -42,7 +42,7 @@ import schemas
 from . import rows
 from .packets import Export
 from .progress import PROGRESS, timed
-from .purge import ERASED_IDS, Purge, purge_erased
+from .purge import ERASED_IDS, Purge, purge_erased, rewritten_name
 from .sqltext import sql_list as _list
 from .sqltext import sql_path as _sql_path
 
@@ -72,7 +72,9 @@ COMPACT_AFTER = 32
 # in 3 of its 4.9 s, which the run then waited for, and the tables' rows are the same.
 FINAL_SLACK = 2
 MAX_QUEUED_WRITES = 64  # part writes the worker may run ahead of the disk before it waits
-BUILD_THREADS = 1  # DuckDB threads for building a snapshot
+BUILD_THREADS = 1  # DuckDB threads for building a snapshot while the flow runs
+# The end of input's snapshot: every worker waits for it, so its build takes every core.
+FINAL_BUILD_THREADS = max(1, os.cpu_count() or 1)
 # DuckDB's memory for one build. Without a limit a from-scratch build of 250k contacts
 # adds about 390 MB to the RSS; at 128 MB it spills its sorts and window to disk, adds
 # about 170 MB and takes about as long. A build that still runs out retries unbounded.
@@ -237,6 +239,11 @@ class WarehouseLogic(StatefulBatchLogic):
     def _publish_if_due(self) -> list[Any]:
         st = self.state
         out = self._collect(wait=False)
+        if st.final and st.dirty and self._build_job is not None:
+            # Everything is in: the snapshot under way would be replaced at once, and
+            # every worker waits for the final one. Waiting for it first took 3-5 s
+            # at the end of a 1M-line replay when it was merging parts.
+            out.extend(self._cancel_build())
         if st.dirty and self._build_job is None and (
                 st.final or time.monotonic() - self.last_publish >= self.interval_s):
             self._start_build()
@@ -310,6 +317,7 @@ class WarehouseLogic(StatefulBatchLogic):
             writes=list(self._writes),
             previous=self._applied,
             purged=frozenset(st.purged),
+            threads=FINAL_BUILD_THREADS if st.final else BUILD_THREADS,
         )
         after = COMPACT_AFTER * FINAL_SLACK if st.final else COMPACT_AFTER
         for table in (*APPEND_ONLY, "identities", "contacts"):
@@ -354,6 +362,30 @@ class WarehouseLogic(StatefulBatchLogic):
         PROGRESS.published(f"snapshot {row[0]}")
         self._collect_garbage()
         return [self._summary(row, elapsed)]
+
+    def _cancel_build(self) -> list[dict[str, Any]]:
+        """Give up the build under way; a build that finished first is collected as usual.
+
+        The state is as if it never started: its parts are published by the next build,
+        which removes the half-built file. What it merged is deleted.
+        """
+        job, plan = self._build_job, self._build_plan
+        assert job is not None and plan is not None
+        plan.cancel()
+        try:
+            job.result()
+        except (_Cancelled, duckdb.InterruptException):
+            self._build_job = None
+            self.state.dirty = True
+            build = len(plan.snapshots) + 1
+            for merged, *_ in plan.compactions.values():
+                for path in (merged, rewritten_name(merged, build)):
+                    for leftover in (Path(path), Path(path).with_suffix(".tmp")):
+                        leftover.unlink(missing_ok=True)
+            return []
+        except Exception:  # noqa: BLE001 - a real failure: _collect reports it
+            pass
+        return self._collect(wait=True)
 
     def _fold_purge(self, purge: Purge, now: float) -> None:
         """Swap in the parts a build rewrote without erased people's rows; retire the originals."""
@@ -411,6 +443,46 @@ class _BuildPlan:
     writes: list[Future]  # part writes the snapshot refers to
     previous: _Applied | None = None  # what the published file holds, to build on; None: from scratch
     purged: frozenset[str] = frozenset()  # erased ids no part holds rows of any more
+    threads: int = BUILD_THREADS
+    # Set by the worker to give the build up (see WarehouseLogic._cancel_build); the
+    # builder thread registers its connection, so a statement under way stops too.
+    cancelled: bool = False
+    connection: Any = None
+
+    def cancel(self) -> None:
+        """Give the build up: the statement under way is interrupted, the next one is not run."""
+        self.cancelled = True
+        con = self.connection
+        if con is not None:
+            try:
+                con.interrupt()
+            except duckdb.Error:
+                pass  # closed meanwhile: the build got past its last statement
+
+
+class _Cancelled(Exception):
+    """The build was given up (``_BuildPlan.cancel``)."""
+
+
+class _Statements:
+    """A build's DuckDB connection that stops before each statement once the build is given up."""
+
+    __slots__ = ("_con", "_plan")
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, plan: _BuildPlan) -> None:
+        self._con, self._plan = con, plan
+
+    def execute(self, *args: Any) -> Any:
+        """``DuckDBPyConnection.execute``, unless the build was given up."""
+        if self._plan.cancelled:
+            raise _Cancelled
+        return self._con.execute(*args)
+
+    def executemany(self, *args: Any) -> Any:
+        """``DuckDBPyConnection.executemany``, unless the build was given up."""
+        if self._plan.cancelled:
+            raise _Cancelled
+        return self._con.executemany(*args)
 
 
 @dataclass(frozen=True)
@@ -459,9 +531,11 @@ def _build_file(plan: _BuildPlan, limits: dict[str, str]) -> tuple[dict[str, lis
     if plan.previous is not None:
         # Start from the last snapshot: a file copy, then only what changed since.
         shutil.copyfile(plan.path, plan.tmp)
-    # One thread: the flow's worker needs the other core meanwhile, and a snapshot
-    # that takes a little longer to build costs nobody a stall.
-    con = duckdb.connect(config={"threads": BUILD_THREADS, **limits})
+    # One thread while the flow runs: its worker needs the other core meanwhile, and a
+    # snapshot that takes a little longer to build costs nobody a stall.
+    raw = duckdb.connect(config={"threads": plan.threads, **limits})
+    plan.connection = raw
+    con: Any = _Statements(raw, plan)
     try:
         con.execute(f"ATTACH '{_sql_path(plan.tmp)}' AS snap")
         parts = _compact(con, plan)
@@ -474,7 +548,8 @@ def _build_file(plan: _BuildPlan, limits: dict[str, str]) -> tuple[dict[str, lis
         con.execute("USE memory")
         con.execute("DETACH snap")
     finally:
-        con.close()
+        plan.connection = None
+        raw.close()
     return parts, row, purge
 
 

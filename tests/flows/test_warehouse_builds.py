@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -161,6 +163,54 @@ def test_the_final_snapshot_leaves_merging_to_the_next_run(tmp_path: Path, monke
     resumed.on_batch([dataclasses.replace(exports[-1], cut=len(exports), final=False)])
     resumed.on_eof()
     assert level_zero(resumed.state) == 0 and set(st.parts["events"][-3:]) <= set(resumed.state.retired)
+
+
+@pytest.mark.parametrize("where", ["between statements", "during a statement"])
+def test_the_end_of_input_gives_up_the_build_under_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       where: str) -> None:
+    """Every worker waits for the final snapshot: a build still running when the last cut comes
+    is given up (what it merged deleted), and the final one publishes everything."""
+    monkeypatch.setattr(warehouse, "COMPACT_AFTER", 2)
+    exports = _exports(chunks=6)
+    real_build = warehouse._build
+    started, blocked = threading.Event(), []
+
+    def build(con: Any, plan: Any, parts: dict[str, list[str]]) -> tuple[Any, ...]:
+        if plan.last_cut != 2:
+            return real_build(con, plan, parts)
+        blocked.append(plan)
+        started.set()
+        if where == "during a statement":
+            con.execute("SELECT count(*) FROM range(1000000000000) AS a")  # hours, unless interrupted
+        while True:
+            con.execute("SELECT 1")
+            time.sleep(0.01)
+
+    monkeypatch.setattr(warehouse, "_build", build)
+    path = tmp_path / "w.duckdb"
+    logic = warehouse.WarehouseLogic(path, 1, 0.0, "test", None)
+    for export in exports[:2]:
+        logic.on_batch([export])
+        logic.on_eof()
+    logic.on_batch([exports[2]])  # starts the build that hangs, merging three parts per table
+    assert started.wait(30)
+    logic.on_batch([exports[3]])  # written while it hangs
+    logic.on_batch([exports[4]])
+    plan = blocked[0]
+    assert plan.compactions, "the given-up build should have had parts to merge"
+    out, _ = logic.on_batch([exports[5]])  # the end of input
+    assert plan.cancelled and [row["snapshot_id"] for row in out] == [3]
+    for merged, *_ in plan.compactions.values():
+        assert not Path(merged).exists(), merged
+    once = warehouse.WarehouseLogic(tmp_path / "once.duckdb", 1, 1e9, "test", None)
+    once.on_batch(exports)
+    once.on_eof()
+    assert _read(path) == _read(tmp_path / "once.duckdb")
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert [r[0] for r in con.execute("SELECT snapshot_id FROM snapshots ORDER BY 1").fetchall()] == [1, 2, 3]
+    finally:
+        con.close()
 
 
 def test_recovery_state_from_before_compaction_levels_still_loads() -> None:
