@@ -70,7 +70,7 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     outputs = op.merge("shard_outputs", split.falses, contacts)
     # (shard key, tagged output) from both stages
 
-    trigger_lines = op.filter_map("trigger_lines", outputs, lambda kv: kv[1][1] if kv[1][0] == TRIGGER else None)
+    trigger_lines: Any = op.filter_map("trigger_lines", outputs, lambda kv: kv[1][1] if kv[1][0] == TRIGGER else None)
     # ("triggers", JSON lines of one shard's batch, newline-separated)
     if is_kafka_url(str(opts.triggers)):
         messages = op.flat_map("trigger_messages", trigger_lines, trigger_messages)
@@ -78,7 +78,7 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
         op.output("write_triggers", messages, kafka_sink(parse_kafka_url(str(opts.triggers)), kconf))
     else:
         op.output("write_triggers", trigger_lines, LineFileSink(Path(opts.triggers)))
-    dead_lines = op.filter_map("dead_letter_lines", outputs, lambda kv: kv[1][1] if kv[1][0] == DEAD_LETTER else None)
+    dead_lines: Any = op.filter_map("dead_letter_lines", outputs, lambda kv: kv[1][1] if kv[1][0] == DEAD_LETTER else None)
     # ("dead_letters", JSON lines)
     if opts.webhook is not None:
         from .webhook import COLLECT_MS, GROUPS

@@ -145,7 +145,7 @@ class _KafkaLinePartition(StatefulSourcePartition[SourceBatch, Any]):
                 current = SourceBatch(self.name, msg.offset, self.name, [])
                 batches.append(current)
             current.lines.append(value.rstrip(b"\r\n"))
-        PROGRESS.add_read(self.name, size, len(msgs))
+        PROGRESS.add_read(self.name, size, sum(len(b.lines) for b in batches))
         return batches
 
     def _caught_up(self) -> bool:

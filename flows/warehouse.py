@@ -43,6 +43,7 @@ from . import rows
 from .packets import Export
 from .progress import PROGRESS, timed
 from .purge import ERASED_IDS, Purge, purge_erased, rewritten_name
+from .sqltext import scalar
 from .sqltext import sql_list as _list
 from .sqltext import sql_path as _sql_path
 
@@ -340,6 +341,7 @@ class WarehouseLogic(StatefulBatchLogic):
             return []
         self._build_job = None
         plan = self._build_plan
+        assert plan is not None  # set with every build job
         try:
             row, elapsed, self._applied, purge = job.result()
         except Exception as ex:
@@ -590,8 +592,8 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
         if kind == "table" and name in APPEND_ONLY:
             if prev is not None:
                 # The previous snapshot has it as a view over fewer parts, or as an empty table.
-                is_view = con.execute("SELECT count(*) FROM duckdb_views() WHERE database_name = 'snap' "
-                                      "AND view_name = ?", [name]).fetchone()[0]
+                is_view = scalar(con, "SELECT count(*) FROM duckdb_views() WHERE database_name = 'snap' "
+                                 "AND view_name = ?", [name])
                 con.execute(f"DROP {'VIEW' if is_view else 'TABLE'} {name}")
             if not parts[name]:
                 con.execute(sql)
@@ -652,8 +654,8 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
             con.execute("""DELETE FROM identities WHERE kind <> 'user_id'
                            AND identifier IN (SELECT identifier FROM temp.main.new_links)""")
         con.execute("INSERT INTO identities SELECT * FROM temp.main.new_links ORDER BY identifier")
-    n_contacts = con.execute("SELECT count(*) FROM contacts").fetchone()[0]
-    n_triggers = con.execute("SELECT count(*) FROM triggers").fetchone()[0]
+    n_contacts = scalar(con, "SELECT count(*) FROM contacts")
+    n_triggers = scalar(con, "SELECT count(*) FROM triggers")
     t = plan.totals
     accepted, dead, dups = t.get("accepted", 0), t.get("dead_lettered", 0), t.get("duplicates", 0)
     buffered = t.get("buffered", 0)

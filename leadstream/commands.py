@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 
 from engine.config import Config, load_config
+from flows.sqltext import scalar
 
 from . import native
 
@@ -199,7 +200,7 @@ def _check_cluster_args(args: argparse.Namespace) -> None:
         if processes != 1 and not getattr(args, "spawned", False):
             raise UsageError("--processes starts a cluster on this machine; with --process-id/--addresses start "
                              "each process yourself")
-        n = len(addresses.split(";"))
+        n = len(str(addresses).split(";"))
         if not 0 <= pid < n:
             raise UsageError(f"--process-id {pid}: --addresses names {n} processes (ids 0 to {n - 1})")
     if getattr(args, "webhook", None) and (args.webhook_attempts < 1 or args.webhook_batch < 1):
@@ -405,9 +406,12 @@ def summarize(warehouse: Path, triggers: Path, dead: Path, elapsed: float) -> di
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         cols = [d[0] for d in con.execute("SELECT * FROM snapshots ORDER BY snapshot_id DESC LIMIT 1").description]
-        last = dict(zip(cols, con.execute("SELECT * FROM snapshots ORDER BY snapshot_id DESC LIMIT 1").fetchone()))
+        newest = con.execute("SELECT * FROM snapshots ORDER BY snapshot_id DESC LIMIT 1").fetchone()
+        if newest is None:
+            raise UsageError(f"{warehouse}: the warehouse has no snapshot yet; run `leadstream run` to publish one")
+        last = dict(zip(cols, newest))
         by_action = dict(con.execute("SELECT action, count(*) FROM triggers GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
-        known = con.execute("SELECT count(*) FROM contacts WHERE user_id IS NOT NULL").fetchone()[0]
+        known = scalar(con, "SELECT count(*) FROM contacts WHERE user_id IS NOT NULL")
     finally:
         con.close()
     return {
@@ -514,7 +518,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if args.at:
             now = parse_iso_ms(args.at)
         else:
-            now = con.execute("SELECT epoch_ms(max(timestamp)) FROM events").fetchone()[0] or 0
+            now = scalar(con, "SELECT epoch_ms(max(timestamp)) FROM events") or 0
         try:
             query = segment_query(found[args.name].node, now)
         except SqlUnsupported as ex:
@@ -525,7 +529,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if args.out:
             fmt = "parquet" if args.out.endswith(".parquet") else "csv, header true"
             con.execute(f"COPY ({query}) TO '{args.out}' (FORMAT {fmt})")
-            n = con.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
+            n = scalar(con, f"SELECT count(*) FROM ({query})")
             print(f"{n} contacts in {args.name} -> {args.out}", file=sys.stderr)
         else:
             rel = con.execute(query)

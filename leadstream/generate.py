@@ -10,6 +10,7 @@ arrivals and a hot-key bot.  The same options always give the same bytes.
 from __future__ import annotations
 
 import gc
+import gzip
 import heapq
 import random
 from collections import deque
@@ -469,12 +470,13 @@ class _Run:
             else:
                 key = heap[0]
                 i = key & mask
-                event = pending[i]
-                if event is None:  # this person's first event
-                    people[i] = self._person(i)
-                    _, event = next(people[i])  # the first delay is always 0
+                person, upcoming = people[i], pending[i]
+                if person is None or upcoming is None:  # this person's first event
+                    person = people[i] = self._person(i)
+                    _, upcoming = next(person)  # the first delay is always 0
                     seen += 1
-                delay, pending[i] = next(people[i])
+                event = upcoming
+                delay, pending[i] = next(person)
                 heapreplace(heap, key + (delay << shift))
                 clock = start + (key >> shift)
                 if event["type"] == "identify" and len(event["traits"]) > 1:
@@ -506,7 +508,7 @@ def generate_lines(opts: GenerateOptions) -> Iterator[bytes]:
     return _Run(opts).lines()
 
 
-def write_events(opts: GenerateOptions, out: BinaryIO) -> GenerateStats:
+def write_events(opts: GenerateOptions, out: BinaryIO | gzip.GzipFile) -> GenerateStats:
     """Write opts.events newline-terminated lines to `out` and return what was written."""
     run = _Run(opts)
     lines = run.lines()
