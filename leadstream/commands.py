@@ -408,7 +408,8 @@ def summarize(warehouse: Path, triggers: Path, dead: Path, elapsed: float) -> di
         cols = [d[0] for d in con.execute("SELECT * FROM snapshots ORDER BY snapshot_id DESC LIMIT 1").description]
         newest = con.execute("SELECT * FROM snapshots ORDER BY snapshot_id DESC LIMIT 1").fetchone()
         if newest is None:
-            raise UsageError(f"{warehouse}: the warehouse has no snapshot yet; run `leadstream run` to publish one")
+            raise UsageError(f"{warehouse}: its snapshots table is empty, so leadstream did not publish it; "
+                             "point --warehouse at a new path or at a warehouse an earlier run published")
         last = dict(zip(cols, newest))
         by_action = dict(con.execute("SELECT action, count(*) FROM triggers GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
         known = scalar(con, "SELECT count(*) FROM contacts WHERE user_id IS NOT NULL")
