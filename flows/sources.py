@@ -24,6 +24,8 @@ from .progress import PROGRESS, timed
 # shard of the next stage, so per-batch costs grow with the shard count squared.
 MAX_BATCH_LINES = 10_000
 MAX_BATCH_BYTES = 4 << 20
+# One read() per MiB rather than per 8 KiB: every read lets go of the GIL, and the part
+# writer's thread may then keep it until the interpreter switches back.
 READ_BUFFER = 1 << 20
 POLL = timedelta(milliseconds=50)
 # How long a followed input must stay quiet before its watermark follows the wall clock.

@@ -70,7 +70,8 @@ COMPACT_AFTER = 32
 # The end of input waits for its snapshot, so that build leaves merging to the next run
 # unless a level holds more than this many times COMPACT_AFTER parts. A 1M-line replay
 # (40 cuts) passed 32 parts just before its end: its final build merged all five tables
-# in 3 of its 4.9 s, which the run then waited for, and the tables' rows are the same.
+# in 3 of its 4.9 s, which the run then waited for. Merging changes no row, only how
+# many files hold them.
 FINAL_SLACK = 2
 MAX_QUEUED_WRITES = 64  # part writes the worker may run ahead of the disk before it waits
 BUILD_THREADS = 1  # DuckDB threads for building a snapshot while the flow runs

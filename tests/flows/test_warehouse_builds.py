@@ -173,7 +173,7 @@ def test_the_end_of_input_gives_up_the_build_under_way(tmp_path: Path, monkeypat
     monkeypatch.setattr(warehouse, "COMPACT_AFTER", 2)
     exports = _exports(chunks=6)
     real_build = warehouse._build
-    started, blocked = threading.Event(), []
+    started, blocked, interrupted = threading.Event(), [], []
 
     def build(con: Any, plan: Any, parts: dict[str, list[str]]) -> tuple[Any, ...]:
         if plan.last_cut != 2:
@@ -181,10 +181,16 @@ def test_the_end_of_input_gives_up_the_build_under_way(tmp_path: Path, monkeypat
         blocked.append(plan)
         started.set()
         if where == "during a statement":
-            con.execute("SELECT count(*) FROM range(1000000000000) AS a")  # hours, unless interrupted
-        while True:
+            try:
+                con.execute("SELECT count(*) FROM range(1000000000000) AS a")  # a minute or more
+            except duckdb.InterruptException:
+                interrupted.append(plan)
+                raise
+        deadline = time.monotonic() + 120  # a failure, not a hung test, if nothing gives the build up
+        while time.monotonic() < deadline:
             con.execute("SELECT 1")
             time.sleep(0.01)
+        raise AssertionError("the build was never given up")
 
     monkeypatch.setattr(warehouse, "_build", build)
     path = tmp_path / "w.duckdb"
@@ -200,6 +206,7 @@ def test_the_end_of_input_gives_up_the_build_under_way(tmp_path: Path, monkeypat
     assert plan.compactions, "the given-up build should have had parts to merge"
     out, _ = logic.on_batch([exports[5]])  # the end of input
     assert plan.cancelled and [row["snapshot_id"] for row in out] == [3]
+    assert interrupted == ([plan] if where == "during a statement" else [])
     for merged, *_ in plan.compactions.values():
         assert not Path(merged).exists(), merged
     once = warehouse.WarehouseLogic(tmp_path / "once.duckdb", 1, 1e9, "test", None)
