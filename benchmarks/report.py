@@ -28,7 +28,7 @@ def _mb(b: float | None) -> str:
 
 
 def _ok(run: dict | None) -> bool:
-    return bool(run) and not run.get("error") and bool(run.get("events_per_s"))
+    return run is not None and not run.get("error") and bool(run.get("events_per_s"))
 
 
 def one_line(step: str, out: Any) -> str:
@@ -319,22 +319,22 @@ def markdown(R: dict[str, Any]) -> str:
         if not r:
             L.append(f"| {name} | {w['what']} | - | - | - | - | - | - | - | {R['skipped'].get(name, 'not run')} |")
             continue
-        note = []
+        notes: list[str] = []
         if r.get("truncated_by_budget"):
-            note.append(f"stopped by the time budget after {r.get('elapsed_s', 0):.0f} s")
+            notes.append(f"stopped by the time budget after {r.get('elapsed_s', 0):.0f} s")
         if r.get("late"):
-            note.append(f"{r['late']:,} late")
+            notes.append(f"{r['late']:,} late")
         if (r.get("other_cpu_share_of_a_core") or 0) > 0.15:
-            note.append(f"other processes used {100 * r['other_cpu_share_of_a_core']:.0f}% of a core meanwhile")
+            notes.append(f"other processes used {100 * r['other_cpu_share_of_a_core']:.0f}% of a core meanwhile")
         if r.get("error") and not _ok(r):
-            note.append(str(r["error"])[:200])
+            notes.append(str(r["error"])[:200])
         vs = f"{100 * r['events_per_s'] / rate:.0f}%" if rate and _ok(r) else "-"
         bpc = r.get("rss_bytes_per_contact")
         marg = r.get("marginal_rss_bytes_per_contact")
         per = "-" if not bpc else f"{bpc / KB:.2f} KB" + (f" / {marg / KB:.2f} KB" if marg is not None else "")
         L.append(f"| {name} | {w['what']} | {r.get('lines_read') or 0:,} | {r.get('contacts') or 0:,} | "
                  f"{r.get('triggers') or 0:,} | {_r(r.get('events_per_s'))} | {vs} | {_mb(r.get('peak_rss_used_bytes'))} | "
-                 f"{per} | {'; '.join(note)} |")
+                 f"{per} | {'; '.join(notes)} |")
     L += ["", "Peak RSS is the process's high-water mark (VmHWM, and the sampled sum over the process tree for "
           "2 processes). RSS per contact: all-in divides that peak by the contacts in the final snapshot (interpreter, "
           "Bytewax, DuckDB and pyarrow included); above baseline first subtracts the peak of a 1,000-line run "
@@ -344,7 +344,7 @@ def markdown(R: dict[str, Any]) -> str:
           "Cached workloads (`benchmarks/data/`) are reused only when their generator options match exactly.", ""]
 
     L += ["## Snapshot publication", ""]
-    pubs = [(k, _publish_stats(runs.get(k))) for k in ("standard", "scale") if _publish_stats(runs.get(k))]
+    pubs = [(k, p) for k in ("standard", "scale") if (p := _publish_stats(runs.get(k))) is not None]
     if pubs:
         L += ["| run | snapshots | build time mean | max | last (final) | worker waited (share of the run) | contacts in the last |",
               "|---|---|---|---|---|---|---|"]

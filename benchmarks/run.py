@@ -14,6 +14,7 @@ what it read and publishes a final snapshot) and the report says how far it got.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -119,7 +120,7 @@ def machine(bench_pkgs: dict[str, str], pathway_version: str | None) -> dict[str
             versions[pkg] = "missing"
     versions.update(bench_pkgs)
     versions["pathway (peer venv)"] = pathway_version or "not installed"
-    git = {}
+    git: dict[str, Any] = {}
     try:
         git["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True).stdout.strip()
@@ -199,7 +200,7 @@ def warehouse_summary(path: Path) -> dict[str, Any]:
         cols = [d[0] for d in cur.description]
         row = cur.fetchone()
         last = dict(zip(cols, row)) if row else {}
-        n = con.execute("SELECT count(*) FROM snapshots").fetchone()[0]
+        n = len(con.execute("SELECT snapshot_id FROM snapshots").fetchall())
         taken = [r[0] for r in con.execute("SELECT taken_at FROM snapshots ORDER BY snapshot_id").fetchall()]
     finally:
         con.close()
@@ -425,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "cached": meta["cached"], "generate_s": meta.get("generate_seconds"),
                                 "stats": meta.get("stats"), "config": W[name].config}
     log(f"  ready after {clock.elapsed():.0f} s")
-    std = paths.get("standard")
+    # Every step that reads `standard` made it needed above.
+    std = paths.get("standard", Path())
 
     def timed(step: str, fn: Callable[[], Any]) -> Any:
         log(f"{step} ...")
@@ -556,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
             skip(name, f"budget: {clock.left():.0f} s left")
             continue
         cfg = config_for(W[name], WORK)
-        timed(name, lambda name=name, cfg=cfg, box=box: leadstream_run(name, paths[name], cfg, WORK, timeout_s=box))
+        timed(name, functools.partial(leadstream_run, name, paths[name], cfg, WORK, timeout_s=box))
 
     if "latency" in only:
         duration = 10.0 if args.quick else 30.0

@@ -76,9 +76,9 @@ def main(argv: list[str]) -> int:
                 carried[0] += time.perf_counter() - started
             return summaries
 
-        warehouse.WarehouseLogic._collect = timed_collect
-        warehouse.WarehouseLogic._cancel_build = timed_cancel
-        patched = True
+        warehouse.WarehouseLogic._collect = timed_collect  # type: ignore[method-assign]
+        warehouse.WarehouseLogic._cancel_build = timed_cancel  # type: ignore[method-assign]
+        patched: bool | str = True
     except Exception as ex:  # the writer was refactored: run without publish timings
         patched = f"not patched: {ex!r}"
 
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
         error = repr(ex)
         code = 1
     elapsed = time.perf_counter() - started
-    if profiler is not None:
+    if profiler is not None and profile_out is not None:
         profiler.stop()
         with open(profile_out, "w") as fh:
             fh.write(profiler.output_text(unicode=False, color=False, show_all=False))

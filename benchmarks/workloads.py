@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from leadstream.generate import GenerateOptions, write_events
 
@@ -29,7 +30,7 @@ class Workload:
     what: str  # one line for the report
 
 
-def _opts(events: int, contacts: int, seed: int, **kw: float) -> GenerateOptions:
+def _opts(events: int, contacts: int, seed: int, **kw: Any) -> GenerateOptions:
     return GenerateOptions(events=events, contacts=contacts, seed=seed, identify_share=kw.pop("identify_share", 0.3), **kw)
 
 

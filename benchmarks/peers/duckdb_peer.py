@@ -69,16 +69,25 @@ def _lit(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def _one(con: duckdb.DuckDBPyConnection, query: str) -> tuple[Any, ...]:
+    """The one row an aggregate query returns."""
+    row = con.execute(query).fetchone()
+    if row is None:
+        msg = f"no row from: {query}"
+        raise RuntimeError(msg)
+    return row
+
+
 def run(path: Path) -> tuple[dict[str, Any], duckdb.DuckDBPyConnection]:
     """Recompute scores for `path`; return (figures, the connection holding table `peer`)."""
     con = duckdb.connect()
-    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    threads = _one(con, "SELECT current_setting('threads')")[0]
     started = time.perf_counter()
     con.execute(LOAD.format(path=_lit(path)))
     loaded = time.perf_counter()
     con.execute(SCORE)
     done = time.perf_counter()
-    contacts, events = con.execute("SELECT count(*), sum(events) FROM peer").fetchone()
+    contacts, events = _one(con, "SELECT count(*), sum(events) FROM peer")
     con.execute("DROP TABLE raw")
     return {
         "threads": threads,
@@ -94,13 +103,13 @@ def agreement(con: duckdb.DuckDBPyConnection, peer_table_sql: str, warehouse: Pa
     """Compare a peer's (contact_id, score) rows with leadstream's `default` scores."""
     con.execute(f"ATTACH {_lit(warehouse)} AS ls (READ_ONLY)")
     try:
-        total, same, only_ls, only_peer = con.execute(f"""
+        total, same, only_ls, only_peer = _one(con, f"""
             SELECT count(*), count(*) FILTER (WHERE p.score = s.score),
                    count(*) FILTER (WHERE p.contact_id IS NULL), count(*) FILTER (WHERE s.contact_id IS NULL)
             FROM ({peer_table_sql}) p
             FULL JOIN (SELECT contact_id, score FROM ls.contact_scores WHERE profile = 'default') s USING (contact_id)
-        """).fetchone()
-        ls_contacts = con.execute("SELECT count(*) FROM ls.contacts").fetchone()[0]
+        """)
+        ls_contacts = _one(con, "SELECT count(*) FROM ls.contacts")[0]
     finally:
         con.execute("DETACH ls")
     return {"leadstream_contacts": ls_contacts, "compared": total, "same_score": same,
