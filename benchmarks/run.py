@@ -200,8 +200,8 @@ def warehouse_summary(path: Path) -> dict[str, Any]:
         cols = [d[0] for d in cur.description]
         row = cur.fetchone()
         last = dict(zip(cols, row)) if row else {}
-        n = len(con.execute("SELECT snapshot_id FROM snapshots").fetchall())
         taken = [r[0] for r in con.execute("SELECT taken_at FROM snapshots ORDER BY snapshot_id").fetchall()]
+        n = len(taken)
     finally:
         con.close()
     gaps = [(b - a).total_seconds() for a, b in zip(taken, taken[1:])]
