@@ -405,8 +405,9 @@ def summarize(warehouse: Path, triggers: Path, dead: Path, elapsed: float) -> di
         return {"warehouse": str(warehouse), "published": False, "elapsed_s": elapsed}
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        cols = [d[0] for d in con.execute("SELECT * FROM snapshots ORDER BY snapshot_id DESC LIMIT 1").description]
-        newest = con.execute("SELECT * FROM snapshots ORDER BY snapshot_id DESC LIMIT 1").fetchone()
+        cur = con.execute("SELECT * FROM snapshots ORDER BY snapshot_id DESC LIMIT 1")
+        cols = [d[0] for d in cur.description]
+        newest = cur.fetchone()
         if newest is None:
             raise UsageError(f"{warehouse}: its snapshots table is empty, so leadstream did not publish it; "
                              "point --warehouse at a new path or at a warehouse an earlier run published")
