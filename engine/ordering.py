@@ -5,10 +5,12 @@ This is what makes results independent of arrival order within the allowed laten
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from bisect import bisect_left
 from typing import Any
 
 NEVER = -(2**62)  # the watermark before anything was seen
+
+Entry = tuple[int, str, int, int, Any]  # (ts, message_id, rank, arrival number, item)
 
 
 def watermark_for(max_event_ms: int, allowed_lateness_ms: int) -> int:
@@ -23,18 +25,26 @@ class ReorderBuffer:
     """Holds items until the watermark passes their time, then hands them out sorted.
 
     Items carry a key ``(ts, message_id, rank)``; rank orders records that share one
-    event (a merge before the event that caused it).
+    event (a merge before the event that caused it), and the arrival number the rest.
+
+    Pushes only append; the first look at the head after them sorts what came in and
+    merges it into the sorted remainder. Items arrive in batches and mostly in time
+    order, so that sort runs over a few presorted runs and the merge is usually an
+    append; a heap cost a push and a pop of log-n tuple comparisons each, per item and
+    per stage.
     """
 
-    __slots__ = ("_heap", "_seq", "watermark")
+    __slots__ = ("_sorted", "_pos", "_new", "_seq", "watermark")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, str, int, int, Any]] = []
+        self._sorted: list[Entry] = []  # sorted; entries before _pos were handed out
+        self._pos = 0
+        self._new: list[Entry] = []  # pushed since the last sort, in arrival order
         self._seq = 0
         self.watermark = NEVER
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._sorted) - self._pos + len(self._new)
 
     def is_late(self, ts: int) -> bool:
         """True when an item of time ``ts`` arrives after the watermark passed it."""
@@ -43,7 +53,7 @@ class ReorderBuffer:
     def push(self, ts: int, message_id: str, rank: int, item: Any) -> None:
         """Buffer an on-time item."""
         self._seq += 1
-        heappush(self._heap, (ts, message_id, rank, self._seq, item))
+        self._new.append((ts, message_id, rank, self._seq, item))
 
     def advance_to(self, watermark: int) -> None:
         """Move the watermark (never backwards); items up to it may then be popped one by one."""
@@ -52,14 +62,47 @@ class ReorderBuffer:
 
     def pop_ready(self) -> Any:
         """Remove and return the oldest item the watermark has passed (check ``oldest`` first)."""
-        return heappop(self._heap)[4]
+        pos = self._pos
+        self._pos = pos + 1
+        return self._sorted[pos][4]
 
     def oldest(self) -> int | None:
         """The event time of the oldest buffered item, if any."""
-        return self._heap[0][0] if self._heap else None
+        if self._new:
+            self._merge()
+        pos = self._pos
+        return self._sorted[pos][0] if pos < len(self._sorted) else None
+
+    def entries(self) -> list[Entry]:
+        """Every buffered entry, sorted: what a snapshot keeps."""
+        if self._new:
+            self._merge()
+        return self._sorted[self._pos:]
+
+    def _merge(self) -> None:
+        new = self._new
+        new.sort()  # arrival numbers are unique: items themselves are never compared
+        self._new = []
+        done = self._sorted
+        if self._pos:
+            del done[:self._pos]  # what was handed out goes, which also lets its items go
+            self._pos = 0
+        if not done or done[-1] < new[0]:
+            done.extend(new)
+            return
+        # New items reach back into the remainder: only the overlap is merged (two sorted
+        # runs, which the sort merges in linear time).
+        start = bisect_left(done, new[0])
+        tail = done[start:]
+        tail.extend(new)
+        tail.sort()
+        del done[start:]
+        done.extend(tail)
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self._heap, self._seq, self.watermark)
+        # A sorted list is also a heap: the state keeps the format of the heap it replaced.
+        return (self.entries(), self._seq, self.watermark)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self._heap, self._seq, self.watermark = state
+        entries, self._seq, self.watermark = state
+        self._sorted, self._pos, self._new = sorted(entries), 0, []

@@ -83,7 +83,7 @@ def test_a_late_event_in_the_buffer_survives_a_snapshot() -> None:
     shard.receive(engine, list(FIRST), ShardOutput(), NEVER)
     shard.receive(engine, [SECOND[0]], ShardOutput(), WATERMARK)
     again = pickle.loads(pickle.dumps(shard))
-    assert Late(SECOND[0], WATERMARK + 1) in [item[4] for item in again.buffer._heap]
+    assert Late(SECOND[0], WATERMARK + 1) in [item[4] for item in again.buffer.entries()]
     out = ShardOutput()
     again.advance(engine, T0 + 10 * MINUTE, out)
     assert [e.message_id for _, e in out.applied] == ["m1", "m3", "m2"]
