@@ -17,6 +17,7 @@ from engine.config import Config, load_config
 from flows.sqltext import scalar
 
 from . import native
+from .cluster import wait_for_peers
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "marketing.toml"
 
@@ -253,6 +254,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     try:
         with tuned_gc(CHECKPOINT_S if follow else REPLAY_CHECKPOINT_S), ProgressDisplay() if not args.quiet else _Nothing():
             if pid is not None:
+                wait_for_peers(args.addresses.split(";"), pid)
                 cli_main(flow, workers_per_process=args.workers, process_id=pid,
                          addresses=args.addresses.split(";"), epoch_interval=epoch, recovery_config=recovery)
             elif args.workers == 1:
@@ -366,7 +368,7 @@ def _run_cluster(args: argparse.Namespace) -> dict[str, Any]:
                     if p.poll() is None:
                         p.kill()
                 break
-            time.sleep(0.1)
+            time.sleep(0.02)  # how soon the summary follows the last process
         for p in procs:
             p.wait()
         failed = failed or [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]

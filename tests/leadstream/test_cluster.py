@@ -1,0 +1,74 @@
+"""A cluster process waits for the lower-index processes on this machine to listen, and only for those."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from leadstream.cluster import listening_ports, wait_for_peers
+
+
+@pytest.fixture
+def free_port() -> Iterator[tuple[socket.socket, int]]:
+    """A socket bound to a loopback port that nothing listens on yet."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock, sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def test_listening_ports_sees_a_listener_and_not_a_bound_socket(free_port: tuple[socket.socket, int]) -> None:
+    """Bound is not listening: only listen() puts the port in the table."""
+    sock, port = free_port
+    assert port not in (listening_ports() or set())
+    sock.listen()
+    assert port in (listening_ports() or set())
+
+
+def test_the_wait_ends_when_the_lower_process_starts_listening(free_port: tuple[socket.socket, int]) -> None:
+    """Process 1 starts first and waits about as long as process 0 takes to listen."""
+    sock, port = free_port
+    timer = threading.Timer(0.3, sock.listen)
+    timer.start()
+    try:
+        waited = wait_for_peers([f"127.0.0.1:{port}", "127.0.0.1:1"], 1, wait_s=5.0)
+    finally:
+        timer.join()
+    assert 0.25 <= waited < 2.0
+
+
+@pytest.mark.parametrize("addresses, process_id", [
+    (["127.0.0.1:{idle}", "127.0.0.1:{listening}"], 0),  # process 0 connects to nobody
+    (["10.255.255.1:{idle}", "127.0.0.1:{listening}"], 1),  # a peer on another machine: Bytewax retries as before
+    (["127.0.0.1:{listening}", "127.0.0.1:{idle}"], 1),  # the lower peer listens; {idle} is this process's own
+], ids=["first_process", "remote_peer", "own_address"])
+def test_nothing_to_wait_for(free_port: tuple[socket.socket, int], addresses: list[str], process_id: int) -> None:
+    """No lower-index peer on this machine that is not listening yet: no wait."""
+    _, idle = free_port
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        filled = [a.format(idle=idle, listening=listener.getsockname()[1]) for a in addresses]
+        assert wait_for_peers(filled, process_id, wait_s=5.0) < 0.5
+
+
+def test_a_peer_that_never_listens_is_left_to_bytewax_after_the_limit(free_port: tuple[socket.socket, int]) -> None:
+    """The wait is bounded: after wait_s, Bytewax's own retries take over."""
+    _, port = free_port
+    waited = wait_for_peers([f"127.0.0.1:{port}", "127.0.0.1:1"], 1, wait_s=0.2)
+    assert 0.2 <= waited < 1.0
+
+
+def test_without_proc_tables_nothing_is_waited_for(free_port: tuple[socket.socket, int], tmp_path: Path) -> None:
+    """A system without /proc/net: no wait at all."""
+    _, port = free_port
+    missing = (tmp_path / "tcp", tmp_path / "tcp6")
+    assert listening_ports(missing) is None
+    assert wait_for_peers([f"127.0.0.1:{port}", "127.0.0.1:1"], 1, wait_s=5.0, tables=missing) < 0.1
