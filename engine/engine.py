@@ -41,6 +41,29 @@ def _event_key(event: Event) -> str:
     return event.name if event.type == "track" else "$" + event.type  # type: ignore[return-value]
 
 
+# Dirty-set names, built once per key: every event adds a count's and a score's name, and
+# formatting them was a string allocation each (the names come from the config and the
+# event names seen, so the maps stay small; bounded like the rule index's cache).
+_COUNT_NAMES: dict[str, str] = {}
+_SCORE_NAMES: dict[str, str] = {}
+
+
+def _count_name(key: str) -> str:
+    name = _COUNT_NAMES.get(key)
+    if name is None:
+        if len(_COUNT_NAMES) >= 10_000:
+            _COUNT_NAMES.clear()
+        name = _COUNT_NAMES[key] = "counts." + key
+    return name
+
+
+def _score_name(profile: str) -> str:
+    name = _SCORE_NAMES.get(profile)
+    if name is None:
+        name = _SCORE_NAMES[profile] = "score." + profile
+    return name
+
+
 class _EventIndex:
     """Finds the rules that can match an event without testing every rule.
 
@@ -241,7 +264,7 @@ class Engine:
         # Interned: every contact's counts share one copy of each event name.
         key = intern(_event_key(e))
         c.counts[key] = c.counts.get(key, 0) + 1
-        dirty.add("counts." + key)
+        dirty.add(_count_name(key))
         campaign = e.context.get("campaign") if e.context else None
         if isinstance(campaign, dict) and campaign and (c.first_campaign_at is None or now < c.first_campaign_at):
             c.first_campaign = {k: v for k, v in campaign.items() if isinstance(v, (str, int, float))}
@@ -287,7 +310,7 @@ class Engine:
         for test, (profile, rule) in self._scoring.candidates(e):
             if test(c, e, now) and self._within_cap(c, rule, now):
                 c.scores[profile] = c.scores.get(profile, 0.0) + rule.points
-                dirty.add(f"score.{profile}")
+                dirty.add(_score_name(profile))
 
     @staticmethod
     def _within_cap(c: ContactState, rule: ScoringRule, now: int) -> bool:
@@ -337,6 +360,8 @@ class Engine:
                     need = guards[i]
                     if need is None or need in segments or rules[i].rule_id in matching:
                         self._run_rule(c, rules[i], now, occ, triggers)
+            if len(triggers) == start:
+                return  # nothing fired, so no action changed the contact
             changed: set[str] = set()
             self._apply_mutations(c, triggers[start:], now, changed)
             if not changed:
@@ -358,7 +383,7 @@ class Engine:
 
     def _stage(self, c: ContactState, now: int, occ: str, dirty: set[str] | None, out: list[Trigger]) -> None:
         model = self.config.stages
-        if dirty is not None and c.stage is not None and f"score.{model.profile}" not in dirty:
+        if dirty is not None and c.stage is not None and _score_name(model.profile) not in dirty:
             return
         score = c.scores.get(model.profile, 0.0)
         stage = model.stage_for(score)
@@ -508,7 +533,7 @@ class Engine:
                 c.decay_steps[name] = steps
             if new != value:
                 c.scores[name] = new
-                dirty.add(f"score.{name}")
+                dirty.add(_score_name(name))
 
     def _schedule(self, c: ContactState, now: int, read: bool, late: bool = False) -> None:
         """Set the contact's maintenance timers: the next decay crossing or step, the next window wake-up."""
