@@ -12,7 +12,7 @@ from .triggers import Trigger
 MERGE, EVENT = 0, 1  # a merge sorts before the identify that caused it
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Routed(ByFields):
     """An event for a known contact, or an anonymous profile to merge into one."""
 
@@ -23,6 +23,17 @@ class Routed(ByFields):
     event: Event | None = None
     profile: ContactState | None = None
     late: bool = False
+
+    def __init__(self, kind: int, contact_id: str, ts: int, message_id: str, event: Event | None = None,
+                 profile: ContactState | None = None, late: bool = False) -> None:
+        # Compiled with the class, unlike the __init__ dataclasses writes (see Event.__init__).
+        self.kind = kind
+        self.contact_id = contact_id
+        self.ts = ts
+        self.message_id = message_id
+        self.event = event
+        self.profile = profile
+        self.late = late
 
 
 @dataclass

@@ -10,7 +10,7 @@ from .pickling import ByFields
 from .timeutil import format_ms
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Trigger(ByFields):
     """One action for one contact, caused by one occurrence (an event or a timer)."""
 
@@ -23,6 +23,20 @@ class Trigger(ByFields):
     event_time: int  # epoch ms of the causing event or the timer's due time
     params: dict[str, Any] = field(default_factory=dict)
     reason: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, trigger_id: str, action: str, rule: str, contact_id: str, user_id: str | None,
+                 email: str | None, event_time: int, params: dict[str, Any] | None = None,
+                 reason: dict[str, Any] | None = None) -> None:
+        # Compiled with the class, unlike the __init__ dataclasses writes (see Event.__init__).
+        self.trigger_id = trigger_id
+        self.action = action
+        self.rule = rule
+        self.contact_id = contact_id
+        self.user_id = user_id
+        self.email = email
+        self.event_time = event_time
+        self.params = {} if params is None else params
+        self.reason = {} if reason is None else reason
 
     def to_dict(self) -> dict[str, Any]:
         """Return the record in the trigger schema (schemas/trigger.schema.json)."""

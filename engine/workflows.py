@@ -68,7 +68,7 @@ class Workflow:
         return f"workflows.{self.name}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Run(ByFields):
     """One contact's trip through a workflow: where it is and what it waits for."""
 
@@ -80,6 +80,18 @@ class Run(ByFields):
     due: int | None = None  # the timer of a wait or a wait_until timeout
     vars: dict[str, Any] = field(default_factory=dict)
     key: str = ""  # the run's key among a contact's runs, also its timer's name (see run_key)
+
+    def __init__(self, workflow: str, run_id: str, pc: int = 0, entered_at: int = 0, since: int = 0,
+                 due: int | None = None, vars: dict[str, Any] | None = None, key: str = "") -> None:
+        # Compiled with the class, unlike the __init__ dataclasses writes (see Event.__init__).
+        self.workflow = workflow
+        self.run_id = run_id
+        self.pc = pc
+        self.entered_at = entered_at
+        self.since = since
+        self.due = due
+        self.vars = {} if vars is None else vars
+        self.key = key
 
 
 def run_key(workflow: str, run_id: str, single: bool) -> str:
