@@ -16,7 +16,7 @@ from .events import Event
 from .identity import IdentityShard
 from .ids import shard_of
 from .ordering import NEVER, watermark_for
-from .routing import Routed, ShardOutput
+from .routing import ShardOutput, by_contact_shard
 from .triggers import Trigger
 
 
@@ -78,9 +78,7 @@ class LocalPipeline:
 
     def _route(self, out: ShardOutput) -> None:
         self._collect(out)
-        by_shard: dict[int, list[Routed]] = {}
-        for r in out.routed:
-            by_shard.setdefault(shard_of(r.contact_id, self.shards), []).append(r)
+        by_shard = by_contact_shard(out.routed, self.shards)
         late_out = ShardOutput()
         for shard, records in sorted(by_shard.items()):
             self.contact_shards[shard].receive(self.engine, records, late_out)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .contact import ContactState
 from .events import Event
+from .ids import shard_of
 from .pickling import ByFields
 from .triggers import Trigger
 
@@ -48,3 +49,19 @@ class ShardOutput:
     def count(self, name: str, n: int = 1) -> None:
         """Add to a named counter (accepted, duplicates, late, merges, relinks)."""
         self.counts[name] = self.counts.get(name, 0) + n
+
+
+def by_contact_shard(records: list[Routed], shards: int) -> dict[int, list[Routed]]:
+    """Records grouped by the contact shard that owns their contact, each group in record order.
+
+    Here rather than in the flow's step so that the loop, once per routed record, is compiled.
+    """
+    groups: dict[int, list[Routed]] = {}
+    for r in records:
+        shard = shard_of(r.contact_id, shards)
+        group = groups.get(shard)
+        if group is None:
+            groups[shard] = [r]
+        else:
+            group.append(r)
+    return groups

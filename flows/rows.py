@@ -311,3 +311,12 @@ def export_tables(
             pending = PendingRows(name, data)
             tables[name] = pending if defer else pending.build()
     return tables
+
+
+def trigger_lines(triggers: list[Trigger]) -> str:
+    """Triggers as JSON lines in the trigger schema, newline-separated (what the triggers sink writes).
+
+    Here rather than in the flow's step so that the loop, once per trigger, is compiled.
+    """
+    dumps = orjson.dumps
+    return "\n".join([dumps(t.to_dict()).decode() for t in triggers])

@@ -19,9 +19,8 @@ from engine.contact import ContactState
 from engine.contacts import ContactShard
 from engine.engine import Engine
 from engine.identity import IdentityShard
-from engine.ids import shard_of
 from engine.ordering import NEVER
-from engine.routing import Routed, ShardOutput
+from engine.routing import ShardOutput, by_contact_shard
 from engine.watermarks import CutQueue, SourceClock, UpstreamClock
 
 from . import rows, runtime
@@ -105,8 +104,7 @@ def _trigger_lines(out: ShardOutput) -> list[tuple[str, tuple[str, str]]]:
     # of the per-item cost of the dataflow.
     if not out.triggers:
         return []
-    text = "\n".join(orjson.dumps(t.to_dict()).decode() for t in out.triggers)
-    return [(TRIGGER, ("triggers", text))]
+    return [(TRIGGER, ("triggers", rows.trigger_lines(out.triggers)))]
 
 
 class _ShardLogic(StatefulBatchLogic):
@@ -243,9 +241,7 @@ class IdentityLogic(_ShardLogic):
         self.pending.absorb(out)
         emitted.extend(_trigger_lines(out))
         shards = self.ctx.shards
-        by_shard: dict[int, list[Routed]] = {}
-        for r in out.routed:
-            by_shard.setdefault(shard_of(r.contact_id, shards), []).append(r)
+        by_shard = by_contact_shard(out.routed, shards)
         advanced = watermark > self.sent_watermark
         everyone = cut is not None or (advanced and self._due_broadcast())
         targets = range(shards) if everyone else by_shard

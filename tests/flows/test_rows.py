@@ -61,6 +61,16 @@ def test_trigger_columns_match_the_trigger_records(applied) -> None:
         assert orjson.loads(row["params"]) == t.params and orjson.loads(row["reason"]) == t.reason
 
 
+@pytest.mark.parametrize("count", [1, 2, None], ids=["one", "two", "all"])
+def test_trigger_lines_are_one_schema_record_per_line(applied, count: int | None) -> None:
+    """The triggers sink's text: a JSON line per trigger, in order, no trailing newline."""
+    _, triggers = applied
+    chosen = triggers[:count]
+    text = rows.trigger_lines(chosen)
+    assert not text.endswith("\n")
+    assert [orjson.loads(line) for line in text.split("\n")] == [t.to_dict() for t in chosen]
+
+
 def test_pending_rows_survive_a_pickle_round_trip(applied) -> None:
     pairs, triggers = applied
     pending = _Pending()
