@@ -140,8 +140,12 @@ def advance_in_time(
             contact = contacts.get(cid)
             if contact is None or not contact.timers:
                 continue  # merged away, erased or never kept: its timers went with it
-            pending = contact.timers
-            actual, key = min((d, k) for k, d in pending.items())
+            pending: dict[str, int] = contact.timers
+            # The earliest (due, name), in a loop: min() over a generator is a generic call.
+            actual, key, first = 0, "", True
+            for name, at in pending.items():
+                if first or at < actual or (at == actual and name < key):
+                    actual, key, first = at, name, False
             if actual <= due:
                 fire(contact, key, actual)
             timers.sync(cid, pending)  # the next timer, or the one that moved later
