@@ -121,8 +121,10 @@ class StageModel:
 
     def stage_for(self, score: float) -> str:
         """Return the stage for a score; anything below the second band is the first stage."""
-        current = self.bands[0][0]
-        for name, minimum in self.bands[1:]:
+        bands = self.bands
+        current = bands[0][0]
+        for i in range(1, len(bands)):  # by index: a slice of the bands was a new tuple per event
+            name, minimum = bands[i]
             if score >= minimum:
                 current = name
         return current

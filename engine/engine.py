@@ -307,7 +307,11 @@ class Engine:
 
     def _score(self, c: ContactState, e: Event, dirty: set[str]) -> None:
         now = e.ts
-        for test, (profile, rule) in self._scoring.candidates(e):
+        for test, payload in self._scoring.candidates(e):
+            # Typed locals, not `test, (profile, rule)`: compiled, unpacking the untyped inner
+            # pair went through the iterator protocol, and `rule.points` was a generic lookup.
+            profile: str = payload[0]
+            rule: ScoringRule = payload[1]
             if test(c, e, now) and self._within_cap(c, rule, now):
                 c.scores[profile] = c.scores.get(profile, 0.0) + rule.points
                 dirty.add(_score_name(profile))
