@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from .lines import read_lines
 from .progress import PROGRESS, timed
 
 # Big batches: every batch fans out to every shard, and every shard's batch to every
@@ -157,24 +158,11 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             self._open_current()
             if self.fh is None:
                 return self._idle_or_eof()
-        lines: list[bytes] = []
-        size = 0
         first = self.line_no + 1
-        fh = self.fh
-        while len(lines) < MAX_BATCH_LINES and size < MAX_BATCH_BYTES:
-            raw = fh.readline()
-            if not raw:
-                break
-            if not raw.endswith(b"\n"):
-                if self.follow and self.name != "-":
-                    # A writer is mid-line; keep the fragment until the rest arrives.
-                    self.partial += raw
-                    continue
-            raw = self.partial + raw
-            self.partial = b""
-            size += len(raw)
-            self.offset += len(raw)
-            lines.append(raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw)
+        # A followed file's writer may be mid-line: its fragment waits for the rest.
+        lines, size, self.partial = read_lines(self.fh, self.partial, self.follow and self.name != "-",
+                                               MAX_BATCH_LINES, MAX_BATCH_BYTES)
+        self.offset += size
         if lines:
             self.line_no += len(lines)
             self.last_data = time.monotonic()
