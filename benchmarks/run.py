@@ -124,7 +124,10 @@ def machine(bench_pkgs: dict[str, str], pathway_version: str | None) -> dict[str
     try:
         git["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        # The previous report in benchmarks/results/ is what this run replaces, not a change to
+        # what it measures: left out, so a run right after an uncommitted report reads "clean".
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         git["uncommitted_changes"] = len(dirty.splitlines())
     except OSError:
