@@ -28,7 +28,9 @@ from typing import Any, Callable
 
 import orjson
 
+from .contact import ContactState
 from .errors import Problems
+from .events import Event
 from .timeutil import parse_duration_ms
 
 OPS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains", "starts_with", "ends_with", "exists", "matches")
@@ -79,7 +81,10 @@ class _Missing:
 
 MISSING: Any = _Missing()
 
-Fn = Callable[[Any, Any, int], bool]
+# Typed, not Any: compiled, a leaf then reads the contact's and the event's fields
+# directly instead of through getattr (a few per condition, several conditions per event).
+Fn = Callable[[ContactState, "Event | None", int], bool]
+Getter = Callable[[ContactState, "Event | None", int], Any]
 
 
 @dataclass(frozen=True)
@@ -141,18 +146,24 @@ def dig(value: Any, keys: tuple[str, ...]) -> Any:
 # ---------------------------------------------------------------- field getters
 
 
-def _state_getter(root: str, rest: str) -> tuple[Callable[[Any, Any, int], Any], str]:
+def _loose(values: dict[str, Any]) -> dict[str, Any]:
+    # The engine only stores numbers in scores and counts, but a condition must stay total
+    # on whatever a state holds: read as Any, a compiled lookup does not insist on a float.
+    return values
+
+
+def _state_getter(root: str, rest: str) -> tuple[Getter, str]:
     """Return (getter, dependency key) for a contact-state field."""
     if root == "traits":
         keys = tuple(rest.split("."))
         return (lambda c, e, now: dig(c.traits, keys)), "traits"
     if root == "score":
-        return (lambda c, e, now: c.scores.get(rest, 0.0)), f"score.{rest}"
+        return (lambda c, e, now: _loose(c.scores).get(rest, 0.0)), f"score.{rest}"
     if root == "counts":
-        return (lambda c, e, now: c.counts.get(rest, 0)), f"counts.{rest}"
+        return (lambda c, e, now: _loose(c.counts).get(rest, 0)), f"counts.{rest}"
     if root == "first_campaign":
         return (lambda c, e, now: dig(c.first_campaign, (rest,))), "first_campaign"
-    simple: dict[str, Callable[[Any, Any, int], Any]] = {
+    simple: dict[str, Getter] = {
         "email": lambda c, e, now: c.email if c.email is not None else MISSING,
         "user_id": lambda c, e, now: c.user_id if c.user_id is not None else MISSING,
         "contact_id": lambda c, e, now: c.contact_id,
@@ -168,7 +179,7 @@ def _state_getter(root: str, rest: str) -> tuple[Callable[[Any, Any, int], Any],
     return simple[root], dep.get(root, root)
 
 
-def _event_getter(name: str, rest: str) -> Callable[[Any, Any, int], Any]:
+def _event_getter(name: str, rest: str) -> Getter:
     """Return a getter for an event field; every getter yields MISSING without an event."""
     if name in ("properties", "context", "traits"):
         keys = tuple(rest.split("."))
@@ -478,6 +489,10 @@ def _fast_leaf(node: dict[str, Any]) -> Fn | None:
         return None
     if node.get("op") != "eq" or not isinstance(value, str) or node.get("ignore_case"):
         return None
+    if field_name == "event.type":  # the most common two, read directly
+        return lambda c, e, now: e is not None and e.type == value
+    if field_name == "event.name":
+        return lambda c, e, now: e is not None and e.name == value
     if field_name.startswith("event.") and field_name[6:] in _EVENT_ATTRS:
         get = attrgetter(field_name[6:])
         return lambda c, e, now: e is not None and get(e) == value
@@ -506,14 +521,14 @@ def _flat_leaf(node: dict[str, Any], test: Callable[[Any], bool]) -> Fn | None:
         # The engine only ever stores numbers here; the type check keeps the test total
         # on any value (ints and floats, never bools, as in is_number).
         if root == "score":
-            def score(c: Any, e: Any, now: int) -> bool:
-                v = c.scores.get(rest, 0.0)
+            def score(c: ContactState, e: Event | None, now: int) -> bool:
+                v = _loose(c.scores).get(rest, 0.0)
                 return (type(v) is float or type(v) is int) and cmp(v, value)
 
             return score
         if root == "counts":
-            def count(c: Any, e: Any, now: int) -> bool:
-                v = c.counts.get(rest, 0)
+            def count(c: ContactState, e: Event | None, now: int) -> bool:
+                v = _loose(c.counts).get(rest, 0)
                 return (type(v) is int or type(v) is float) and cmp(v, value)
 
             return count
@@ -522,7 +537,7 @@ def _flat_leaf(node: dict[str, Any], test: Callable[[Any], bool]) -> Fn | None:
             return lambda c, e, now: c.stage == value
         return lambda c, e, now: c.stage is not None and c.stage != value
     if root == "traits" and rest and "." not in rest:
-        def trait(c: Any, e: Any, now: int) -> bool:
+        def trait(c: ContactState, e: Event | None, now: int) -> bool:
             v = c.traits.get(rest)
             return v is not None and test(v)
 
@@ -530,12 +545,13 @@ def _flat_leaf(node: dict[str, Any], test: Callable[[Any], bool]) -> Fn | None:
     if root == "event":
         sub, _, key = rest.partition(".")
         if sub in ("properties", "context", "traits") and key and "." not in key:
-            attr = attrgetter(sub)
+            which = ("properties", "context", "traits").index(sub)
 
-            def event_field(c: Any, e: Any, now: int) -> bool:
+            def event_field(c: ContactState, e: Event | None, now: int) -> bool:
                 if e is None:
                     return False
-                obj = attr(e)
+                # Read directly rather than by attrgetter: a slot read, compiled.
+                obj: Any = e.properties if which == 0 else (e.context if which == 1 else e.traits)
                 v = obj.get(key) if type(obj) is dict else None
                 return v is not None and test(v)
 
@@ -547,8 +563,8 @@ def _flat_leaf(node: dict[str, Any], test: Callable[[Any], bool]) -> Fn | None:
     return None
 
 
-def _generic_leaf(g: Callable[[Any, Any, int], Any], t: Callable[[Any], bool]) -> Fn:
-    def fn(c: Any, e: Any, now: int) -> bool:
+def _generic_leaf(g: Getter, t: Callable[[Any], bool]) -> Fn:
+    def fn(c: ContactState, e: Event | None, now: int) -> bool:
         actual = g(c, e, now)
         return actual is not MISSING and t(actual)
 

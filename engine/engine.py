@@ -221,7 +221,7 @@ class Engine:
         if read:
             dirty.update(self._window_deps)
         elif key.startswith("wf:"):
-            run = contact.runs.get(key)
+            run: Run | None = contact.runs.get(key)
             if run is not None and run.due == due:
                 self._resume_run(contact, run, due, triggers)
                 self._apply_mutations(contact, triggers, due, dirty)
@@ -557,7 +557,8 @@ class Engine:
     def _exit_due(self, c: ContactState, now: int) -> bool:
         """True when a wake-up would end one of the contact's workflow runs by its exit condition."""
         checks = self._exit_checks
-        for run in c.runs.values():
+        runs: dict[str, Run] = c.runs
+        for run in runs.values():
             check = checks.get(run.workflow)
             if check is not None and check(c, None, now):
                 return True
@@ -609,7 +610,9 @@ class Engine:
         if not self._workflows:
             return
         start = len(triggers)
-        runs = c.runs
+        # Typed: a contact's runs are Any to contact.py, and reading an untyped run's
+        # attributes (and everything found through them) went through getattr.
+        runs: dict[str, Run] = c.runs
         if runs:
             for key in sorted(runs) if len(runs) > 1 else list(runs):
                 run = runs.get(key)
@@ -663,7 +666,7 @@ class Engine:
                out: list[Trigger]) -> None:
         single = wf.entry != "every_time"
         key = run_key(wf.name, occ, single)
-        active = c.runs.get(key) if single else None
+        active: Run | None = c.runs.get(key) if single else None
         if wf.entry == "once" and wf.name in c.wf_entries:
             return
         if wf.entry == "if_not_active" and active is not None:

@@ -57,7 +57,8 @@ def freeze(contact: ContactState) -> bytes:
     state: Any = contact.__getstate__()
     if contact.runs:
         state = list(state)
-        state[_RUNS] = {key: run.__reduce__()[1] for key, run in contact.runs.items()}
+        runs: dict[str, Run] = contact.runs
+        state[_RUNS] = {key: run.fields() for key, run in runs.items()}
     try:
         return marshal.dumps(state, _MARSHAL_VERSION)
     except ValueError:  # a trait value of a type marshal does not know

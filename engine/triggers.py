@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .contact import ContactState
 from .ids import trigger_id
 from .pickling import ByFields
 from .timeutil import format_ms
@@ -57,7 +58,7 @@ def make_trigger(
     action: str,
     rule: str,
     slot: str,
-    contact: Any,
+    contact: ContactState,
     event_time: int,
     occurrence: str,
     params: dict[str, Any] | None = None,

@@ -93,6 +93,20 @@ class Run(ByFields):
         self.vars = {} if vars is None else vars
         self.key = key
 
+    def fields(self) -> tuple[Any, ...]:
+        """The constructor's arguments, in order: what freezing and pickling keep of a run."""
+        # Spelt out rather than ByFields' loop over __match_args__: compiled, these are
+        # slot reads, and a frozen contact writes one tuple per run.
+        return (self.workflow, self.run_id, self.pc, self.entered_at, self.since, self.due, self.vars, self.key)
+
+    def copy(self) -> Run:
+        """A copy that shares nothing mutable with this run."""
+        return Run(self.workflow, self.run_id, self.pc, self.entered_at, self.since, self.due, dict(self.vars),
+                   self.key)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Run, self.fields())
+
 
 def run_key(workflow: str, run_id: str, single: bool) -> str:
     """The key of a workflow run: a contact's runs and timers are named by it.

@@ -7,7 +7,7 @@ the warehouse writer turns batches of tuples into Arrow tables with fixed schema
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import orjson
 import pyarrow as pa
@@ -15,6 +15,7 @@ import pyarrow as pa
 from engine.contact import ContactState
 from engine.events import Event, Rejection
 from engine.triggers import Trigger
+from engine.workflows import Run
 
 TS = pa.timestamp("ms")
 
@@ -91,10 +92,15 @@ PART_SCHEMAS = {
 }
 
 
+# Looked up once: compiled, `orjson.X` is a getattr on the module at every call.
+_DUMPS: Final = orjson.dumps
+_SORTED_JSON: Final = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
 def _json(value: Any) -> str | None:
     if value is None:
         return None
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    return _DUMPS(value, option=_SORTED_JSON).decode()
 
 
 def contact_row(c: ContactState, steps: dict[str, list[str]] | None = None) -> tuple[Any, ...]:
@@ -104,8 +110,12 @@ def contact_row(c: ContactState, steps: dict[str, list[str]] | None = None) -> t
     contact it changed at every cut, and tuples cost less to build and to convert to Arrow.
     """
     steps = steps or {}
-    runs = [(r.workflow, _step_name(steps.get(r.workflow), r.pc), r.since, r.due, r.entered_at)
-            for _, r in sorted(c.runs.items())] if c.runs else []
+    runs: list[tuple[Any, ...]] = []
+    if c.runs:
+        by_key: dict[str, Run] = c.runs  # typed: untyped, each field was a getattr
+        for key in sorted(by_key):
+            r = by_key[key]
+            runs.append((r.workflow, _step_name(steps.get(r.workflow), r.pc), r.since, r.due, r.entered_at))
     return (
         c.contact_id,
         False,
