@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from .buckets import TimeBuckets
 
@@ -10,7 +10,7 @@ from .buckets import TimeBuckets
 # time: a dict entry (keys only: a set's table, kept at most 60% full, took more) and a
 # list slot per id, besides the id itself. A dict of id -> time plus a queue of
 # (time, id) tuples took about 90 bytes more per id.
-BUCKET_MS = 600_000
+BUCKET_MS: Final = 600_000
 
 
 class Deduper:

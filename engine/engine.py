@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from sys import intern
-from typing import Any, Iterable, Sequence
+from typing import Any, Final, Iterable, Sequence
 
 from .actions import ActionSpec
 from .conditions import Compiled, combine, explain
@@ -28,13 +28,13 @@ EVERYTHING = None
 # rules ran about 5 % faster scanning; the 102 segments and 101 rules of `many_rules` 11 %
 # faster with the index, and a third faster with the rule guards as well.
 _SCAN_UP_TO = 32
-_MAX_PASSES = 4  # actions that change state (set_trait, adjust_score) may cascade; bound it
+_MAX_PASSES: Final = 4  # actions that change state (set_trait, adjust_score) may cascade; bound it
 # The timer that wakes a contact for its count windows, under one of two names that say
 # whether its derived state agrees with the counts (see Engine._schedule_windows). The
 # lagging one keeps the name every window timer had before, so recovery state written
 # then resumes as it was scheduled: at the next expiry.
-WINDOW_LAGGING = "window"
-WINDOW_SETTLED = "window:settled"
+WINDOW_LAGGING: Final = "window"
+WINDOW_SETTLED: Final = "window:settled"
 
 
 def _event_key(event: Event) -> str:
@@ -44,8 +44,8 @@ def _event_key(event: Event) -> str:
 # Dirty-set names, built once per key: every event adds a count's and a score's name, and
 # formatting them was a string allocation each (the names come from the config and the
 # event names seen, so the maps stay small; bounded like the rule index's cache).
-_COUNT_NAMES: dict[str, str] = {}
-_SCORE_NAMES: dict[str, str] = {}
+_COUNT_NAMES: Final[dict[str, str]] = {}
+_SCORE_NAMES: Final[dict[str, str]] = {}
 
 
 def _count_name(key: str) -> str:
@@ -117,6 +117,12 @@ class _EventIndex:
         return found
 
 
+def _count_entry(c: ContactState, workflow: str, now: int) -> None:
+    # No (0, now) default tuple built for every entry only to be dropped.
+    seen = c.wf_entries.get(workflow)
+    c.wf_entries[workflow] = (1, now) if seen is None else (seen[0] + 1, now)
+
+
 class Engine:
     """Applies events and merges to contacts under one config."""
 
@@ -145,6 +151,10 @@ class Engine:
         self._thresholds = {name: _thresholds(config, name) for name in self._decays}
         self._workflows = {wf.name: wf for wf in config.workflows}
         self._wf_order = {wf.name: i for i, wf in enumerate(config.workflows)}
+        # The run key of each workflow that holds one run per contact, made once rather
+        # than formatted and interned at every entry.
+        self._wf_single_keys = {wf.name: run_key(wf.name, "", True) for wf in config.workflows
+                                if wf.entry != "every_time"}
         self._wf_by_event = _EventIndex((wf.trigger_event, wf) for wf in config.workflows if wf.trigger_event is not None)
         self._wf_by_state = [wf for wf in config.workflows if wf.trigger_event is None]
 
@@ -664,14 +674,15 @@ class Engine:
 
     def _enter(self, c: ContactState, wf: Workflow, now: int, event: Event | None, occ: str,
                out: list[Trigger]) -> None:
-        single = wf.entry != "every_time"
-        key = run_key(wf.name, occ, single)
-        active: Run | None = c.runs.get(key) if single else None
-        if wf.entry == "once" and wf.name in c.wf_entries:
+        entry = wf.entry
+        single_key = self._wf_single_keys.get(wf.name)
+        key = single_key if single_key is not None else run_key(wf.name, occ, False)
+        active: Run | None = c.runs.get(key) if single_key is not None else None
+        if entry == "once" and wf.name in c.wf_entries:
             return
-        if wf.entry == "if_not_active" and active is not None:
+        if entry == "if_not_active" and active is not None:
             return
-        if wf.entry == "restart" and active is not None:
+        if entry == "restart" and active is not None:
             first = wf.program[0] if wf.program else None
             if active.pc == 0 and first is not None and first.kind == WAIT:
                 # The common case (every activity restarts a quiet-period wait): move the
@@ -680,16 +691,14 @@ class Engine:
                 active.vars = capture(wf.placeholders, c, event, now) if event and wf.placeholders else {}
                 active.due = now + first.duration_ms
                 c.timers[key] = active.due
-                n, _ = c.wf_entries.get(wf.name, (0, now))
-                c.wf_entries[wf.name] = (n + 1, now)
+                _count_entry(c, wf.name, now)
                 return
             self._end_run(c, active)
         if key in c.runs:
             return
         run = c.runs[key] = Run(wf.name, occ, 0, now, now, None,
                                 capture(wf.placeholders, c, event, now) if event else {}, key)
-        n, _ = c.wf_entries.get(wf.name, (0, now))
-        c.wf_entries[wf.name] = (n + 1, now)
+        _count_entry(c, wf.name, now)
         self._execute(c, wf, run, now, event, out)
 
     def _resume_run(self, c: ContactState, run: Run, due: int, out: list[Trigger]) -> None:
@@ -825,4 +834,4 @@ def _thresholds(config: Config, profile: str) -> tuple[float, ...]:
     return tuple(sorted(found))
 
 
-_NOTHING = object()
+_NOTHING: Final = object()

@@ -6,9 +6,9 @@ This is what makes results independent of arrival order within the allowed laten
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any
+from typing import Any, Final
 
-NEVER = -(2**62)  # the watermark before anything was seen
+NEVER: Final = -(2**62)  # the watermark before anything was seen
 
 Entry = tuple[int, str, int, int, Any]  # (ts, message_id, rank, arrival number, item)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from .contact import ContactState
 from .events import Event
@@ -10,7 +11,9 @@ from .ids import shard_of
 from .pickling import ByFields
 from .triggers import Trigger
 
-MERGE, EVENT = 0, 1  # a merge sorts before the identify that caused it
+# A merge sorts before the identify that caused it.
+MERGE: Final = 0
+EVENT: Final = 1
 
 
 @dataclass(slots=True, init=False)

@@ -16,12 +16,12 @@ watermark gets to it. About 130 bytes per contact, and the same firing order.
 from __future__ import annotations
 
 from heapq import heappop, heappush
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from .buckets import TimeBuckets
 from .ordering import ReorderBuffer
 
-BUCKET_MS = 1 << 20  # about 17 minutes of event time per bucket
+BUCKET_MS: Final = 1 << 20  # about 17 minutes of event time per bucket
 
 
 class TimerQueue:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from sys import intern
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from .actions import ActionSpec, compile_actions
 from .conditions import MISSING, CompileContext, Compiled, _event_getter, compile_condition
@@ -32,7 +32,13 @@ from .timeutil import parse_duration_ms
 ENTRY_POLICIES = ("once", "every_time", "if_not_active", "restart")
 _PLACEHOLDER = re.compile(r"\{(event\.[a-zA-Z_][\w.]*)\}")
 
-ACTION, WAIT, WAIT_UNTIL, IF, EXIT, JUMP = "action", "wait", "wait_until", "if", "exit", "jump"
+# Final: compiled code inlines them instead of looking them up at every step.
+ACTION: Final = "action"
+WAIT: Final = "wait"
+WAIT_UNTIL: Final = "wait_until"
+IF: Final = "if"
+EXIT: Final = "exit"
+JUMP: Final = "jump"
 
 
 @dataclass

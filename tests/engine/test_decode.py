@@ -331,6 +331,16 @@ def test_fast_path_decodes_like_the_checked_path(value: Any) -> None:
     assert _mismatches([value]) == []
 
 
+def test_plain_id_cache_answers_like_the_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache of judged ids gives the checks' verdict, on a first look, a repeat and after it starts over."""
+    monkeypatch.setattr(decode_module, "PLAIN_IDS_SIZE", 4)
+    ids = [v for v in EDGE_VALUES if not isinstance(v, (list, dict))] + ["\u00e9t\u00e9", "a\tb", "NaN", "n/a", "Guest"]
+    expected = [isinstance(v, str) and decode_module.junk_reason(v) is None for v in ids]
+    for _ in range(3):  # the first pass fills (and with 4 entries, clears) it; later ones hit it
+        assert [decode_module._plain_id(v) for v in ids] == expected
+    assert len(decode_module._PLAIN_IDS) <= 4
+
+
 def test_fast_path_takes_the_common_events() -> None:
     """Well-formed track, page, screen and identify events are decoded by the fast path itself."""
     for etype in ("track", "page", "screen", "identify"):
