@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hashlib import blake2b
+from sys import intern
 from typing import Any, Final
 
 import orjson
@@ -123,6 +124,9 @@ def _timestamp(obj: dict[str, Any]) -> int:
 
 # Event types the fast path decodes, with the key of their name (None: they have none).
 _FAST_NAME_KEY: Final[dict[str, str | None]] = {"track": "event", "page": "name", "screen": "name", "identify": None}
+# The same type strings, to replace the parser's fresh copies: every later use of an
+# event's type as a key or in a comparison then meets one object with its hash cached.
+_FAST_TYPES: Final[dict[str, str]] = {t: t for t in _FAST_NAME_KEY}
 
 
 # Identifiers `_plain_id` judged lately: a visitor's id comes back with each of their
@@ -177,6 +181,9 @@ def _fast_build(obj: dict[str, Any]) -> Event | None:
                 return None
         elif name is not None and type(name) is not str:
             return None
+        if name is not None:
+            # Interned, as the engine's counts key it: one copy per name, its hash cached.
+            name = intern(name)
     text = obj.get("timestamp")
     message_id = obj.get("messageId")
     if type(text) is not str or type(message_id) is not str or len(message_id) > MAX_ID_CHARS or not message_id.strip():
@@ -206,7 +213,8 @@ def _fast_build(obj: dict[str, Any]) -> Event | None:
         ctx_traits = context.get("traits")
         if isinstance(ctx_traits, dict):
             traits = ctx_traits
-    return Event(message_id, etype, ts, anonymous_id, user_id, None, None, name, properties, traits, context)
+    return Event(message_id, _FAST_TYPES[etype], ts, anonymous_id, user_id, None, None, name, properties, traits,
+                 context)
 
 
 def _build(obj: dict[str, Any], raw: bytes) -> Event:

@@ -17,7 +17,7 @@ from .actions import ActionSpec
 from .conditions import Compiled, combine, explain
 from .config import AutomationRule, Config, ScoringRule, Segment
 from .contact import ContactState
-from .events import Event
+from .events import EVENT_TYPES, Event
 from .triggers import Trigger, make_trigger
 from .workflows import ACTION, IF, JUMP, WAIT, WAIT_UNTIL, Run, Workflow, capture, fill, run_key
 
@@ -38,7 +38,14 @@ WINDOW_SETTLED: Final = "window:settled"
 
 
 def _event_key(event: Event) -> str:
-    return event.name if event.type == "track" else "$" + event.type  # type: ignore[return-value]
+    """The counts key of an event: its name for a track, ``$type`` otherwise; interned."""
+    if event.type == "track":
+        return intern(event.name)  # type: ignore[arg-type]  # already interned by decoding: a flag check
+    key = _TYPE_KEYS.get(event.type)
+    return key if key is not None else intern("$" + event.type)
+
+
+_TYPE_KEYS: Final[dict[str, str]] = {t: intern("$" + t) for t in EVENT_TYPES}
 
 
 # Dirty-set names, built once per key: every event adds a count's and a score's name, and
@@ -73,7 +80,7 @@ class _EventIndex:
 
     def __init__(self, items: Iterable[tuple[Compiled, Any]]) -> None:
         self._items = [self._split(cond) + (payload,) for cond, payload in items]
-        self._cache: dict[tuple[str, str | None], list[tuple[Any, Any]]] = {}
+        self._cache: dict[str, dict[str | None, list[tuple[Any, Any]]]] = {}
 
     @staticmethod
     def _split(cond: Compiled) -> tuple[str | None, str | None, Any]:
@@ -104,16 +111,19 @@ class _EventIndex:
 
         The test is the condition minus the pins the index already checked.
         """
-        key = (event.type, event.name)
-        found = self._cache.get(key)
+        # By type, then by name: no key tuple to build and hash per event.
+        by_name = self._cache.get(event.type)
+        if by_name is None:
+            by_name = self._cache[event.type] = {}
+        found = by_name.get(event.name)
         if found is None:
             found = [
                 (test, payload)
                 for ptype, pname, test, payload in self._items
                 if (ptype is None or ptype == event.type) and (pname is None or pname == event.name)
             ]
-            if len(self._cache) < 10_000:  # event names come from the input; bound the cache
-                self._cache[key] = found
+            if len(by_name) < 10_000:  # event names come from the input; bound the cache
+                by_name[event.name] = found
         return found
 
 
@@ -272,7 +282,7 @@ class Engine:
             insort(c.anonymous_ids, e.anonymous_id)
             dirty.add("identity")
         # Interned: every contact's counts share one copy of each event name.
-        key = intern(_event_key(e))
+        key = _event_key(e)
         c.counts[key] = c.counts.get(key, 0) + 1
         dirty.add(_count_name(key))
         campaign = e.context.get("campaign") if e.context else None
