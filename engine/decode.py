@@ -46,6 +46,7 @@ JUNK_IDS: Final = frozenset(
 )
 
 _EVENT_TYPES = frozenset(EVENT_TYPES)
+_DUMPS: Final = orjson.dumps  # looked up once: compiled, `orjson.dumps` is a getattr at every call
 
 
 def _raw_text(raw: bytes) -> str:
@@ -306,7 +307,7 @@ def decode_line(raw: bytes, source: str = "", consent_category: str | None = Non
     if context_keys is not None and context:
         # Written now, while the objects are fresh in the cache, and they die here instead
         # of riding along to the shards: 5-7 % of a `standard` replay (benchmarks/notes.md).
-        out.context_json = orjson.dumps(context).decode()
+        out.context_json = _DUMPS(context).decode()
         out.context = {key: context[key] for key in context_keys if key in context}
     return out
 
