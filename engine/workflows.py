@@ -26,7 +26,6 @@ from typing import Any, Callable, Final
 from .actions import ActionSpec, compile_actions
 from .conditions import MISSING, CompileContext, Compiled, _event_getter, compile_condition
 from .errors import Problems
-from .pickling import ByFields
 from .timeutil import parse_duration_ms
 
 ENTRY_POLICIES = ("once", "every_time", "if_not_active", "restart")
@@ -75,7 +74,7 @@ class Workflow:
 
 
 @dataclass(slots=True, init=False)
-class Run(ByFields):
+class Run:
     """One contact's trip through a workflow: where it is and what it waits for."""
 
     workflow: str
@@ -101,8 +100,8 @@ class Run(ByFields):
 
     def fields(self) -> tuple[Any, ...]:
         """The constructor's arguments, in order: what freezing and pickling keep of a run."""
-        # Spelt out rather than ByFields' loop over __match_args__: compiled, these are
-        # slot reads, and a frozen contact writes one tuple per run.
+        # Spelt out (pickling.ByFields loops over __match_args__ by name): compiled, these
+        # are slot reads, and a frozen contact writes one tuple per run.
         return (self.workflow, self.run_id, self.pc, self.entered_at, self.since, self.due, self.vars, self.key)
 
     def copy(self) -> Run:
@@ -111,6 +110,7 @@ class Run(ByFields):
                    self.key)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # Through the constructor, as ByFields pickles the other records.
         return (Run, self.fields())
 
 
