@@ -12,6 +12,16 @@ LATENESS_S = 5.0
 KB = 1024
 
 
+def _cpu_beside(two: dict[str, Any], one: dict[str, Any] | None) -> str:
+    """The cluster's CPU seconds beside one process's, when both runs recorded them."""
+    cpu2 = (two.get("cpu_user_s") or 0) + (two.get("cpu_sys_s") or 0)
+    cpu1 = ((one or {}).get("cpu_user_s") or 0) + ((one or {}).get("cpu_sys_s") or 0)
+    # Results written before the runner counted its children hold the launcher's CPU only.
+    if not two.get("cpu_with_children") or not cpu2 or not cpu1 or two.get("error"):
+        return ""
+    return f"; CPU {cpu2:.0f} s against {cpu1:.0f} s for 1 process ({100 * (cpu2 / cpu1 - 1):+.0f}%)"
+
+
 def _r(x: float | None) -> str:
     """A rate, rounded the way the report shows it."""
     if x is None:
@@ -270,7 +280,8 @@ def markdown(R: dict[str, Any]) -> str:
     if two:
         ref = two.get("reference_1p_events_per_s") or rate
         row("**`leadstream run --processes 2`**", two.get("events_per_s"),
-            (two.get("error") or (f"{two['events_per_s'] / ref:.2f}x 1 process" if ref and two.get("events_per_s") else ""))
+            (two.get("error") or (f"{two['events_per_s'] / ref:.2f}x 1 process" if ref and two.get("events_per_s") else "")
+             + _cpu_beside(two, std))
             + (f"; stopped by the budget after {two.get('lines_read') or 0:,} lines, compared with the "
                f"{two.get('reference_note')} ({_r(ref)}/s)" if two.get("reference_1p_events_per_s") else ""))
     elif "standard_2p" in R["skipped"]:

@@ -275,8 +275,9 @@ def leadstream_run(name: str, data: Path, config: Path, work: Path, processes: i
     if stats.exists():
         st = json.loads(stats.read_text())
         res.update(elapsed_s=st["elapsed_s"], ru_maxrss_bytes=st["ru_maxrss_kb"] * 1024, cpu_user_s=st["cpu_user_s"],
-                   cpu_sys_s=st["cpu_sys_s"], publishes=st["publishes"], error=st.get("error"),
-                   modules=st.get("modules"), step_seconds=st.get("step_seconds") or None)
+                   cpu_sys_s=st["cpu_sys_s"], cpu_with_children=st.get("cpu_with_children", False),
+                   publishes=st["publishes"], error=st.get("error"), modules=st.get("modules"),
+                   step_seconds=st.get("step_seconds") or None)
     else:
         res["elapsed_s"] = wall
     try:

@@ -1,0 +1,46 @@
+"""The benchmark report says what each run measured, and nothing it did not measure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks.report import markdown
+
+
+def _results(two: dict[str, Any]) -> dict[str, Any]:
+    machine = {"date_utc": "2026-12-07 14:43", "cpu": "test cpu", "cores": 2, "ram_gib": 1, "os": "Linux",
+               "python": "3.11", "packages": {}}
+    one = {"events_per_s": 16_500.0, "lines_read": 1_000_000, "elapsed_s": 60.6, "triggers": 10,
+           "cpu_user_s": 66.5, "cpu_sys_s": 4.7, "cpu_with_children": True}
+    return {"runs": {"standard": one, "standard_2p": two}, "machine": machine, "mode": "full", "total_s": 1.0,
+            "budget_s": 2.0, "targets": [], "skipped": {}, "workloads": {}}
+
+
+def _two_process_row(two: dict[str, Any]) -> str:
+    text = markdown(_results(two))
+    rows = [line for line in text.splitlines() if line.startswith("| **`leadstream run --processes 2`**")]
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_two_process_row_sets_the_cluster_cpu_beside_one_process() -> None:
+    """A cluster's CPU (its processes are the runner's children) is compared with one process's."""
+    row = _two_process_row({"events_per_s": 22_600.0, "cpu_user_s": 80.0, "cpu_sys_s": 5.5, "cpu_with_children": True})
+    assert "1.37x 1 process" in row
+    assert "CPU 86 s against 71 s for 1 process (+20%)" in row
+
+
+@pytest.mark.parametrize(
+    ("two", "why"),
+    [
+        ({"events_per_s": 22_600.0, "cpu_user_s": 0.6, "cpu_sys_s": 0.1}, "results from before children were counted"),
+        ({"events_per_s": 22_600.0, "cpu_with_children": True}, "no CPU recorded"),
+        ({"events_per_s": 0.0, "cpu_user_s": 80.0, "cpu_sys_s": 5.5, "cpu_with_children": True,
+          "error": "exit 1"}, "a failed run"),
+    ],
+)
+def test_two_process_row_leaves_out_cpu_it_cannot_compare(two: dict[str, Any], why: str) -> None:
+    """Only CPU that covers the whole cluster is printed."""
+    assert "CPU" not in _two_process_row(two), why
