@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.report import markdown
+from benchmarks.report import markdown, targets
 
 
 def _results(two: dict[str, Any]) -> dict[str, Any]:
@@ -44,3 +44,44 @@ def test_two_process_row_sets_the_cluster_cpu_beside_one_process() -> None:
 def test_two_process_row_leaves_out_cpu_it_cannot_compare(two: dict[str, Any], why: str) -> None:
     """Only CPU that covers the whole cluster is printed."""
     assert "CPU" not in _two_process_row(two), why
+
+
+def _targets_of(runs: dict[str, Any], skipped: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    R = _results(runs.pop("standard_2p"))
+    R["runs"].update(runs)
+    R["skipped"].update(skipped or {})
+    return {t["target"]: t for t in targets(R)}
+
+
+_FULL = {"lines_read": 1_000_000}
+
+
+def test_two_pairs_judge_the_ratio_of_their_mean_rates() -> None:
+    """With a second pair at the end, the 2-process target is judged on both pairs together."""
+    T = _targets_of({"standard_2p": {"events_per_s": 22_600.0, **_FULL},
+                     "standard_again": {"events_per_s": 17_500.0, **_FULL},
+                     "standard_2p_again": {"events_per_s": 26_000.0, **_FULL}})
+    t = T["2 processes: >= 1.4x 1 process"]
+    # (22.6k + 26.0k) / (16.5k + 17.5k) = 1.43x, though the first pair alone is 1.37x.
+    assert t["measured"].startswith("1.43x over two pairs of runs (1.37x after the 1-process run, 1.49x at the end)")
+    assert t["status"] == "pass"
+
+
+@pytest.mark.parametrize(
+    ("again", "skipped", "note"),
+    [
+        ({}, {"standard_pair_2": "budget: 80 s left, a second pair needs about 130 s"}, "budget: 80 s left"),
+        ({"standard_again": {"events_per_s": 17_500.0, **_FULL},
+          "standard_2p_again": {"events_per_s": 30_000.0, "lines_read": 400_000, "truncated_by_budget": True}},
+         {}, "the second did not complete"),
+        ({"standard_again": {"events_per_s": 0.0, "error": "exit 1"},
+          "standard_2p_again": {"events_per_s": 30_000.0, **_FULL}}, {}, "the second did not complete"),
+    ],
+)
+def test_one_pair_is_judged_alone_and_says_why(again: dict[str, Any], skipped: dict[str, str], note: str) -> None:
+    """Without a complete second pair the first pair decides, and the note says what became of the second."""
+    T = _targets_of({"standard_2p": {"events_per_s": 22_600.0, **_FULL}, **again}, skipped)
+    t = T["2 processes: >= 1.4x 1 process"]
+    assert t["measured"].startswith("1.37x (22.6k vs 16.5k events/s)")
+    assert t["status"] == "MISS"
+    assert note in t["note"]
