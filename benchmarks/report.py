@@ -15,7 +15,9 @@ KB = 1024
 def second_pair(runs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The second 1-process and 2-process runs of `standard`, when both read the whole file."""
     one, two = runs.get("standard_again"), runs.get("standard_2p_again")
-    if not (_ok(one) and _ok(two)) or one.get("truncated_by_budget") or two.get("truncated_by_budget"):
+    if one is None or two is None or not (_ok(one) and _ok(two)):
+        return None
+    if one.get("truncated_by_budget") or two.get("truncated_by_budget"):
         return None
     return one, two
 

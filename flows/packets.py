@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,3 +62,38 @@ class Export(ByFields):
     counts: dict[str, int] = field(default_factory=dict)
     buffered: int = 0
     final: bool = False  # the export at the end of input
+
+
+class Sealed:
+    """A record on its way to a step in another process, pickled there at most once.
+
+    Bytewax hands an item that crosses processes to timely, which serializes it twice:
+    once to learn its size and once to write it, and each time that is a whole
+    ``pickle.dumps`` (a 2-process run pickled every router packet twice and unpickled
+    it once). A sealed record keeps the bytes of its first pickle for the second, and
+    unpickles as the record itself, so a step in another process receives the record.
+    A step in the same process receives the wrapper and takes the record out with
+    ``unseal``. Seal only what nothing changes after it is emitted.
+    """
+
+    __slots__ = ("payload", "_blob")
+
+    def __init__(self, payload: Any) -> None:
+        self.payload = payload
+        self._blob: bytes | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        blob = self._blob
+        if blob is None:
+            blob = self._blob = pickle.dumps(self.payload, protocol=pickle.HIGHEST_PROTOCOL)
+        return (pickle.loads, (blob,))
+
+
+def seal(key_value: tuple[str, Any]) -> tuple[str, Any]:
+    """A (key, record) item with its record sealed: the key stays readable for routing."""
+    return (key_value[0], Sealed(key_value[1]))
+
+
+def unseal(value: Any) -> Any:
+    """The record itself, whether it came through another process or as a Sealed wrapper."""
+    return value.payload if isinstance(value, Sealed) else value

@@ -24,7 +24,7 @@ from engine.routing import ShardOutput, by_contact_shard
 from engine.watermarks import CutQueue, SourceClock, UpstreamClock
 
 from . import rows, runtime
-from .packets import Export, ToContacts, ToIdentity
+from .packets import Export, ToContacts, ToIdentity, unseal
 from .progress import PROGRESS
 
 # How often a shard's progress reaches downstream shards it sent nothing to: often when
@@ -198,7 +198,8 @@ class IdentityLogic(_ShardLogic):
         engine, state, pending = self.ctx.engine, self.state, self.pending
         emitted: list[Any] = []
         out = ShardOutput()
-        for packet in values:
+        for sealed in values:
+            packet: ToIdentity = unseal(sealed)
             self.shard_no = state.shard = packet.shard
             if packet.cut is not None:
                 self.cuts.add(packet.cut)
@@ -284,7 +285,8 @@ class ContactLogic(_ShardLogic):
         engine, state = self.ctx.engine, self.state
         emitted: list[Any] = []
         out = ShardOutput()
-        for packet in values:
+        for sealed in values:
+            packet: ToContacts = unseal(sealed)
             self.shard_no = state.shard = packet.dest
             if packet.cut is not None:
                 self.cuts.add(packet.cut)

@@ -40,7 +40,7 @@ from bytewax.operators import StatefulBatchLogic
 import schemas
 
 from . import rows
-from .packets import Export
+from .packets import Export, unseal
 from .progress import PROGRESS, timed
 from .purge import ERASED_IDS, Purge, purge_erased, rewritten_name
 from .sqltext import scalar
@@ -192,7 +192,8 @@ class WarehouseLogic(StatefulBatchLogic):
     def on_batch(self, values: list[Export]) -> tuple[list[Any], bool]:
         """Collect exports; apply every complete cut; publish when the interval has passed."""
         st = self.state
-        for export in values:
+        for sealed in values:
+            export: Export = unseal(sealed)
             st.pending.setdefault((export.cut, export.final), {}).setdefault((export.stage, export.shard), []).append(export)
         # Complete: every shard of both stages has exported the key.
         complete = [key for key in sorted(st.pending) if len(st.pending[key]) >= self.exporters]
