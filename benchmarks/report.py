@@ -12,7 +12,7 @@ LATENESS_S = 5.0
 KB = 1024
 
 
-def second_pair(runs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def _complete_second_pair(runs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The second 1-process and 2-process runs of `standard`, when both read the whole file."""
     one, two = runs.get("standard_again"), runs.get("standard_2p_again")
     if one is None or two is None or not (_ok(one) and _ok(two)):
@@ -101,7 +101,7 @@ def targets(R: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         add("standard, 1 process: >= 20% of the parse limit", "-", None)
     two = runs.get("standard_2p")
-    pair2 = second_pair(runs)
+    pair2 = _complete_second_pair(runs)
     if rate and _ok(two) and pair2 and not two.get("reference_1p_events_per_s"):
         one2, two2 = pair2
         x1, x2 = two["events_per_s"] / rate, two2["events_per_s"] / one2["events_per_s"]
@@ -312,7 +312,7 @@ def markdown(R: dict[str, Any]) -> str:
             f"{one2.get('lines_read', 0):,} lines in {one2.get('elapsed_s', 0):.1f} s"
             + ("; stopped by the budget" if one2.get("truncated_by_budget") else ""))
     if two2:
-        pair = second_pair(runs)
+        pair = _complete_second_pair(runs)
         row("`leadstream run --processes 2`, again right after it", two2.get("events_per_s"),
             two2.get("error", "") or (f"{two2['events_per_s'] / pair[0]['events_per_s']:.2f}x 1 process"
                                       + _cpu_beside(two2, pair[0]) if pair else "stopped by the budget"))

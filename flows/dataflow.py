@@ -14,7 +14,7 @@ from engine.config import Config
 
 from .kafka import (KafkaLineSource, dead_letter_messages, is_kafka_url, kafka_sink, parse_kafka_url,
                     trigger_messages)
-from .packets import Sealed, seal
+from .packets import seal
 from .progress import PROGRESS
 from .router import CUT_EVERY_LINES, Router
 from .sinks import LineFileSink
@@ -62,16 +62,15 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     # (identity shard key, ToIdentity)
     # In a cluster, records bound for the stateful steps are sealed (packets.Sealed): they
     # may cross processes, and Bytewax pickles what crosses twice. Each step unseals.
-    crossing = not opts.single_process
-    if crossing:
+    keep: Any = (lambda kv: kv) if opts.single_process else seal
+    if not opts.single_process:
         packets = op.map("seal_packets", packets, seal)
         # (identity shard key, Sealed(ToIdentity))
     identity = op.stateful_batch("identity", packets, lambda resume: IdentityLogic(ctx, resume))
     # (identity shard key, tagged output: TO_CONTACTS | TRIGGER | DEAD_LETTER | EXPORT)
     split = op.branch("split_identity_outputs", identity, lambda kv: kv[1][0] == TO_CONTACTS)
     # trues: packets for the contact stage; falses: trigger lines, dead letters, exports
-    routed = op.map("to_contacts", split.trues,
-                    (lambda kv: (kv[1][1], Sealed(kv[1][2]))) if crossing else (lambda kv: (kv[1][1], kv[1][2])))
+    routed = op.map("to_contacts", split.trues, lambda kv: keep((kv[1][1], kv[1][2])))
     # (contact shard key, ToContacts, Sealed in a cluster)
     contacts = op.stateful_batch("contacts", routed, lambda resume: ContactLogic(ctx, resume))
     # (contact shard key, tagged output: TRIGGER | EXPORT)
@@ -106,8 +105,7 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     else:
         op.output("write_dead_letters", dead_lines, LineFileSink(Path(opts.dead_letter)))
 
-    wrap = Sealed if crossing else (lambda export: export)
-    exports = op.filter_map("exports", outputs, lambda kv: ("warehouse", wrap(kv[1][1])) if kv[1][0] == EXPORT else None)
+    exports: Any = op.filter_map("exports", outputs, lambda kv: keep(("warehouse", kv[1][1])) if kv[1][0] == EXPORT else None)
     # ("warehouse", Export, Sealed in a cluster)
     fingerprint = config.fingerprint
     snapshots = op.stateful_batch(
