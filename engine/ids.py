@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from hashlib import blake2b
+from typing import Final
+
+# Copied for each hash rather than built: `blake2b(data, digest_size=n)` parses its keyword
+# arguments and sets up the parameter block at every call (0.71 against 0.43 us a trigger
+# id); a copy starts from the same state, so the digests are the same.
+_BLAKE8: Final = blake2b(digest_size=8)
+_BLAKE16: Final = blake2b(digest_size=16)
 
 
 def stable_hash(text: str) -> int:
@@ -10,7 +17,9 @@ def stable_hash(text: str) -> int:
 
     Python's ``hash()`` is salted per process, so it must never pick a shard.
     """
-    return int.from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+    h = _BLAKE8.copy()
+    h.update(text.encode("utf-8", "surrogatepass"))
+    return int.from_bytes(h.digest(), "big")
 
 
 # Shard numbers of recently seen ids, per shard count. Bounded well below the number of
@@ -39,5 +48,6 @@ def trigger_id(rule: str, contact_id: str, occurrence: str) -> str:
     The occurrence key comes from the input (a messageId, a timer's due time), so a
     trigger re-emitted after a crash and resume carries the same id.
     """
-    payload = "\x1f".join((rule, contact_id, occurrence)).encode("utf-8", "surrogatepass")
-    return blake2b(payload, digest_size=16).hexdigest()
+    h = _BLAKE16.copy()
+    h.update("\x1f".join((rule, contact_id, occurrence)).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
