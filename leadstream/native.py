@@ -81,6 +81,11 @@ def status(root: Path = ROOT, native_dir: Path | None = None) -> tuple[bool, str
         return False, "pure Python (no compiled modules: run `make native`)"
     except (OSError, ValueError) as ex:
         return False, f"pure Python (unreadable {native_dir / MANIFEST}: {ex}; run `make native`)"
+    # A build whose modules mypyc named from another folder (a copy of the sources inside
+    # another package, say) has a matching manifest but nothing where activate() looks.
+    missing = [p for p in PACKAGES if not (native_dir / p).is_dir()]
+    if missing:
+        return False, f"pure Python ({native_dir} holds no {missing[0]}/ modules: run `make native` in {root})"
     if manifest.get("cache_tag") != sys.implementation.cache_tag:
         return False, f"pure Python (compiled for {manifest.get('cache_tag')}, running {sys.implementation.cache_tag})"
     try:

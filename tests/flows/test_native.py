@@ -56,7 +56,8 @@ def _fake_build(root: Path, tag: str | None = None) -> Path:
     for module in native.MODULES:
         (root / module).parent.mkdir(parents=True, exist_ok=True)
         (root / module).write_bytes((ROOT / module).read_bytes())
-    (root / ".native").mkdir()
+    for package in native.PACKAGES:
+        (root / ".native" / package).mkdir(parents=True)
     import json
     import sys
 
@@ -89,11 +90,13 @@ def test_an_edited_source_turns_the_build_off_and_says_which(tmp_path: Path, mon
         ("no-build", "pure Python (no compiled modules: run `make native`)"),
         ("pure-env", "pure Python (LEADSTREAM_PURE is set)"),
         ("bad-manifest", "pure Python (unreadable "),
+        ("misplaced", "pure Python ("),
     ],
 )
 def test_a_build_that_does_not_fit_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setup: str,
                                                expected: str) -> None:
-    """Another interpreter's build, no build, the opt-out and a damaged manifest all run the sources."""
+    """Another interpreter's build, no build, the opt-out, a damaged manifest and modules built under
+    other names (a copy of the sources inside another package) all run the sources."""
     monkeypatch.delenv(native.PURE_ENV, raising=False)
     root = _fake_build(tmp_path, tag="cpython-99" if setup == "other-python" else None)
     if setup == "no-build":
@@ -102,8 +105,12 @@ def test_a_build_that_does_not_fit_is_not_used(tmp_path: Path, monkeypatch: pyte
         monkeypatch.setenv(native.PURE_ENV, "1")
     elif setup == "bad-manifest":
         (root / ".native" / native.MANIFEST).write_text("{not json")
+    elif setup == "misplaced":
+        (root / ".native" / "engine").rmdir()
     ok, why = native.status(root)
     assert not ok and why.startswith(expected)
+    if setup == "misplaced":
+        assert "holds no engine/ modules: run `make native` in" in why
 
 
 def _source_tree(root: Path) -> Path:
