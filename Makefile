@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NATIVE := .native/.built
 
-.PHONY: venv native test demo bench clean
+.PHONY: venv native test demo bench ab clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,10 @@ demo: $(NATIVE)
 
 bench: $(NATIVE)
 	$(PY) -m benchmarks.run
+
+# Two versions side by side: `make ab` is HEAD against the working tree; `make ab AB="HEAD~1 HEAD --instructions"`.
+ab: $(NATIVE)
+	$(PY) -m benchmarks.ab $(AB)
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .native
