@@ -9,7 +9,8 @@ B is ``.``, so a bare ``python -m benchmarks.ab`` measures the uncommitted chang
 Why not two `make bench` runs: this machine's speed drifts by up to 30 % within an hour
 (benchmarks/notes.md, item 0), so runs one after the other compare the machine's moods as
 much as the code. Here both versions run *at the same time*, each pinned to a core of its
-own, and they swap cores every round: drift and neighbours slow both alike. A/A runs (the
+own, and they swap cores every round (after a warm-up round, not counted: the first runs after
+an export or a build read freshly written files): drift and neighbours slow both alike. A/A runs (the
 same code on both sides) still differed by a median of 2.6 % over 12 rounds, so a change
 smaller than about 3 % does not show in time. ``--instructions`` counts it instead, with
 callgrind over the stage functions and a fixed hash seed (A/A: 6 thousand apart in 1.36
@@ -261,9 +262,15 @@ def summary(a: Side, b: Side) -> dict[str, Any]:
 NOISE_PCT = 3.0  # A/A rounds on this machine: a median of 2.6 % between identical code
 
 
+MIN_ROUNDS = 6  # below this, a median says little about a difference of a few percent
+
+
 def verdict(s: dict[str, Any]) -> str:
     """One sentence on the CPU time, honest about this machine's noise."""
     change, faster, n = s["median_change_pct"], s["b_faster_rounds"], s["rounds"]
+    if n < MIN_ROUNDS:
+        return (f"B against A: {change:+.1f} % of CPU time over only {n} round{'s' if n > 1 else ''}, too few to tell "
+                f"from the noise (use --rounds {MIN_ROUNDS * 2})")
     if abs(change) < NOISE_PCT:
         return (f"B's CPU time is within the noise of A's ({change:+.1f} %, B faster in {faster} of {n} rounds; "
                 f"identical code differs by up to about {NOISE_PCT:.0f} %)")
@@ -299,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                                                           "(default standard)")
     p.add_argument("--lines", type=int, default=100_000, help="lines of the workload to replay (default 100,000)")
     p.add_argument("--input", type=Path, help="replay this JSONL file (all of it) instead of a workload")
-    p.add_argument("--rounds", type=int, default=12, help="rounds of both sides at once (default 12)")
+    p.add_argument("--rounds", type=int, default=12,
+                   help="rounds of both sides at once (default 12), after one warm-up round that is not counted")
     p.add_argument("--config", type=Path, default=ROOT / "examples" / "marketing.toml",
                    help="rules file (default examples/marketing.toml)")
     p.add_argument("--pure", action="store_true", help="run both sides as Python sources (LEADSTREAM_PURE=1)")
@@ -323,14 +331,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"A = {args.a}, B = {args.b}: {args.rounds} rounds of {what}, "
               + ("both at once, pinned to cores {} and {}".format(*cores[:2]) if len(cores) > 1
                  else "one after the other (one core)"), file=sys.stderr)
-        for r in range(args.rounds):
+        # Round 0 warms up and is not counted: the first runs after an export or a build read
+        # freshly written files and write bytecode caches.
+        for r in range(args.rounds + 1):
             pair = cores[:2] if r % 2 == 0 else cores[1::-1]
             if len(cores) > 1:
                 run_round(sides, args.config.resolve(), data, WORK, pair, args.pure)
             else:  # one core: one after the other, alternating who goes first
                 for side in (sides if r % 2 == 0 else sides[::-1]):
                     run_round([side], args.config.resolve(), data, WORK, [-1], args.pure)
-            print(f"  round {r + 1}: A {sides[0].cpu[-1]:.2f} s, B {sides[1].cpu[-1]:.2f} s of CPU", file=sys.stderr)
+            if r == 0:
+                for side in sides:
+                    del side.cpu[:], side.wall[:]
+                print("  warm-up round done (not counted)", file=sys.stderr)
+                continue
+            print(f"  round {r}: A {sides[0].cpu[-1]:.2f} s, B {sides[1].cpu[-1]:.2f} s of CPU", file=sys.stderr)
         diffs = differences(WORK / "out-A", WORK / "out-B")
         if args.instructions:
             for side in sides:

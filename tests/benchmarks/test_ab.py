@@ -46,13 +46,16 @@ def _side(label: str, cpu: list[float], instructions: int | None = None) -> ab.S
 @pytest.mark.parametrize(
     ("a", "b", "expected"),
     [
-        ([10.0, 10.0, 10.0], [10.1, 9.9, 10.2], "within the noise of A's (+1.0 %, B faster in 1 of 3 rounds"),
-        ([10.0, 10.0, 10.0], [9.0, 9.2, 8.9], "B takes 10.0 % less CPU time than A (median of paired rounds; B faster in 3 of 3)"),
-        ([10.0, 10.0, 10.0, 10.0], [11.0, 11.5, 10.9, 9.9], "B takes 9.5 % more CPU time than A"),
+        ([10.0] * 6, [10.1, 9.9, 10.2, 10.0, 9.8, 10.3], "within the noise of A's (+0.5 %, B faster in 2 of 6 rounds"),
+        ([10.0] * 6, [9.0, 9.2, 8.9, 9.1, 9.3, 8.8],
+         "B takes 9.5 % less CPU time than A (median of paired rounds; B faster in 6 of 6)"),
+        ([10.0] * 6, [11.0, 11.5, 10.9, 9.9, 11.2, 10.8], "B takes 9.5 % more CPU time than A"),
+        ([10.0, 10.0], [9.0, 11.4], "B against A: +2.0 % of CPU time over only 2 rounds, too few to tell from the "
+                                    "noise (use --rounds 12)"),
     ],
 )
 def test_the_verdict_goes_by_paired_rounds_and_names_the_noise(a: list[float], b: list[float], expected: str) -> None:
-    """A change under the A/A noise is called noise; above it, its size and direction are given."""
+    """A change under the A/A noise is called noise; above it, its size and direction; a few rounds, too few."""
     s = ab.summary(_side("A", a), _side("B", b))
     assert expected in ab.verdict(s)
     assert s["rounds"] == len(a)
@@ -114,14 +117,16 @@ def test_a_revision_is_exported_once_and_the_working_tree_is_used_as_it_is(tmp_p
 def test_a_whole_comparison_runs_both_sides_and_reports(small_input: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """The working tree against itself, as Python sources: two rounds, identical outputs, exit 0."""
+    """The working tree against itself, as Python sources: a warm-up and two counted rounds, identical outputs."""
     monkeypatch.setattr(ab, "WORK", tmp_path)
     assert ab.main([".", ".", "--input", str(small_input), "--rounds", "2", "--pure"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "warm-up round done (not counted)" in captured.err and "  round 2: A " in captured.err
     assert out.startswith("A = . (pure Python (LEADSTREAM_PURE is set))\nB = . (pure Python (LEADSTREAM_PURE is set))")
     rounds = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert len(rounds) == 2 and all(len(line.split()) == 5 for line in rounds)
-    assert "outputs: identical" in out
+    assert "outputs: identical" in out and "too few to tell from the noise" in out
 
 
 @pytest.mark.parametrize(
