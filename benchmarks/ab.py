@@ -260,8 +260,6 @@ def summary(a: Side, b: Side) -> dict[str, Any]:
 
 
 NOISE_PCT = 3.0  # A/A rounds on this machine: a median of 2.6 % between identical code
-
-
 MIN_ROUNDS = 6  # below this, a median says little about a difference of a few percent
 
 
