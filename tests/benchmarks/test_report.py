@@ -85,3 +85,32 @@ def test_one_pair_is_judged_alone_and_says_why(again: dict[str, Any], skipped: d
     assert t["measured"].startswith("1.37x (22.6k vs 16.5k events/s)")
     assert t["status"] == "MISS"
     assert note in t["note"]
+
+
+def _scale(again: dict[str, Any] | None) -> dict[str, Any]:
+    runs: dict[str, Any] = {"standard_2p": {"events_per_s": 22_600.0, **_FULL},
+                            "scale": {"events_per_s": 13_000.0, "lines_read": 5_000_000}}
+    if again is not None:
+        runs["standard_again"] = again
+    return _targets_of(runs)["scale: throughput within 20% of standard"]
+
+
+def test_scale_is_judged_against_the_runs_of_standard_around_it() -> None:
+    """`scale` runs between the two 1-process runs: their mean is its reference, the first is shown beside."""
+    t = _scale({"events_per_s": 15_500.0, **_FULL})
+    # 13.0k against (16.5k + 15.5k) / 2 = 16.0k is 81%; against the first run alone, 79%.
+    assert t["measured"] == ("81% of standard (13.0k events/s against 16.0k, the mean of the 1-process runs before "
+                             "and after it: 16.5k and 15.5k; 79% of the first alone)")
+    assert t["status"] == "pass"
+
+
+@pytest.mark.parametrize(
+    "again",
+    [None, {"events_per_s": 0.0, "error": "exit 1"},
+     {"events_per_s": 15_500.0, "lines_read": 300_000, "truncated_by_budget": True}],
+)
+def test_scale_without_a_complete_second_run_is_judged_against_the_first(again: dict[str, Any] | None) -> None:
+    """No second run, a failed one or one cut short by the budget: the first run is the reference."""
+    t = _scale(again)
+    assert t["measured"] == "79% of standard (13.0k events/s)"
+    assert t["status"] == "MISS"
