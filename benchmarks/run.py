@@ -2,7 +2,9 @@
 
 Generates the workloads (fixed seeds, cached under benchmarks/data/), measures every
 figure next to its reference in the same run, prints the targets with pass/miss and
-writes benchmarks/results/LATEST.md and LATEST.json.
+writes benchmarks/results/LATEST.md and LATEST.json. A complete full run also adds its
+headline figures to benchmarks/results/history.jsonl (benchmarks/history.py), and
+LATEST.md shows the newest runs beside each other.
 
 The whole run keeps to a time budget (default 14 minutes, `--budget`): steps run in a
 fixed order and the last one, the `scale` workload, gets whatever time is left; when
@@ -33,6 +35,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+RECENT_RUNS = 10  # rows of the run history LATEST.md shows
 WORK = HERE / "scratch"
 PEER_SEMANTICS = HERE / "peers" / "semantics.toml"  # the peers' semantics as a leadstream config
 
@@ -437,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_pkgs = ensure_bench_packages()
     W = workloads(args.quick)
     R: dict[str, Any] = {"mode": "quick" if args.quick else "full", "budget_s": budget, "skipped": {},
-                         "workloads": {}, "runs": {}}
+                         "workloads": {}, "runs": {}, "only": sorted(only) if args.only else None}
 
     def skip(step: str, why: str) -> None:
         R["skipped"][step] = why
@@ -621,11 +624,27 @@ def main(argv: list[str] | None = None) -> int:
     R["machine"] = machine(bench_pkgs, pathway_version)
     R["targets"] = report.targets(R)
     out_dir = Path(args.results)
-    report.write(R, out_dir)
+    report.write(R, out_dir, recent_runs(R, out_dir, complete=R["mode"] == "full" and only >= set(STEPS) - {"pathway"}))
     log("")
     log(report.targets_text(R["targets"]))
     log(f"\nharness runtime {R['total_s']:.0f} s; wrote {rel(out_dir / 'LATEST.md')} and {rel(out_dir / 'LATEST.json')}")
     return 0
+
+
+def recent_runs(R: dict[str, Any], out_dir: Path, complete: bool) -> str:
+    """Record a complete full run in the run history; the table of the newest runs for LATEST.md.
+
+    Quick runs and runs of some steps only are not recorded: their figures do not compare.
+    """
+    from . import history
+
+    path = out_dir / history.HISTORY
+    try:
+        rows = history.record(R, path) if complete else history.load(path)
+    except ValueError as ex:  # a damaged history must not lose this run's report
+        log(f"run history not updated: {ex}")
+        return ""
+    return history.table(rows, last=RECENT_RUNS) if rows else ""
 
 
 def patch_latest(out_dir: Path, quick: bool) -> int:
@@ -651,7 +670,7 @@ def patch_latest(out_dir: Path, quick: bool) -> int:
         "at half the standard rate of this run")
     R["skipped"].pop("latency", None)
     R["targets"] = report.targets(R)
-    report.write(R, out_dir)
+    report.write(R, out_dir, recent_runs(R, out_dir, complete=R.get("mode") == "full" and not R.get("only")))
     log("  " + report.one_line("latency", res))
     log(report.targets_text(R["targets"]))
     return 0
