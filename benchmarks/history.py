@@ -4,7 +4,7 @@
     python -m benchmarks.history --last 10    # the newest ten
     python -m benchmarks.history --backfill   # rebuild it from every LATEST.json committed to git
 
-LATEST.md shows one run, and this machine's speed drifts by up to a third within an hour
+LATEST.md reports one run in full, and this machine's speed drifts by up to a third within an hour
 (benchmarks/notes.md, item 0). Beside each other, the runs show what a change did and what
 the machine did: the parse limit and the Bytewax null flow are measured in the same run
 and move with the machine only.
@@ -136,6 +136,26 @@ def table(rows: list[dict[str, Any]], last: int | None = None) -> str:
             _r(rates.get("parse")), _r(rates.get("null_keyed")), f"{met} of {len(TARGET_KEYS)}",
         ]) + " |")
     return "\n".join(L) + "\n"
+
+
+def changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """How each target's judged figure moved from one recorded run to the next, for the harness's summary."""
+    lines = [f"against the previous full run ({before.get('date_utc')}, {before.get('commit')}; parse limit "
+             f"{_r((before.get('events_per_s') or {}).get('parse'))} then "
+             f"{_r((after.get('events_per_s') or {}).get('parse'))}/s, which moves with the machine only):"]
+    shown = {key: (header, show) for header, key, show in _COLUMNS}
+    for key in TARGET_KEYS:
+        if key not in shown:
+            continue  # the parse share moves with the 1-process rate
+        header, show = shown[key]
+        old, new = ((r.get("targets") or {}).get(key) or {} for r in (before, after))
+        if old.get("value") is None and new.get("value") is None:
+            continue
+        fig = [show(t["value"]) if t.get("value") is not None else "-" for t in (old, new)]
+        was, now = (str(t.get("status", "not measured")).replace(" (partial run)", "") for t in (old, new))
+        flip = f"  ({was} -> {now})" if was != now else ""
+        lines.append(f"  {header}: {fig[0]} -> {fig[1]}{flip}")
+    return lines
 
 
 # ---------------------------------------------------------------------------- backfill

@@ -624,9 +624,12 @@ def main(argv: list[str] | None = None) -> int:
     R["machine"] = machine(bench_pkgs, pathway_version)
     R["targets"] = report.targets(R)
     out_dir = Path(args.results)
-    report.write(R, out_dir, recent_runs(R, out_dir, complete=R["mode"] == "full" and only >= set(STEPS) - {"pathway"}))
+    complete = R["mode"] == "full" and only >= set(STEPS) - {"pathway"}
+    report.write(R, out_dir, recent_runs(R, out_dir, complete))
     log("")
     log(report.targets_text(R["targets"]))
+    if complete:
+        log_changes(R, out_dir)
     log(f"\nharness runtime {R['total_s']:.0f} s; wrote {rel(out_dir / 'LATEST.md')} and {rel(out_dir / 'LATEST.json')}")
     return 0
 
@@ -645,6 +648,21 @@ def recent_runs(R: dict[str, Any], out_dir: Path, complete: bool) -> str:
         log(f"run history not updated: {ex}")
         return ""
     return history.table(rows, last=RECENT_RUNS) if rows else ""
+
+
+def log_changes(R: dict[str, Any], out_dir: Path) -> None:
+    """Print how the targets moved since the full run recorded before this one, if there is one."""
+    from . import history
+
+    try:
+        rows = history.load(out_dir / history.HISTORY)
+    except ValueError:
+        return  # recent_runs said why
+    row = history.row_of(R)
+    before = [r for r in rows if (r.get("date_utc") or "") < (row.get("date_utc") or "")]
+    if before:
+        log("")
+        log("\n".join(history.changes(before[-1], row)))
 
 
 def patch_latest(out_dir: Path, quick: bool) -> int:

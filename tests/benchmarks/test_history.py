@@ -177,3 +177,31 @@ def test_cli_prints_the_table_and_reports_a_damaged_file(tmp_path: Path, capsys:
     (tmp_path / history.HISTORY).write_text("nope\n")
     assert history.main(["--results", str(tmp_path)]) == 2
     assert "line 1 is not JSON" in capsys.readouterr().err
+
+
+def test_changes_give_each_target_before_and_after_and_name_flips() -> None:
+    before = history.row_of(_results("2026-12-07 17:41", "aaa", rate=20_000.0))
+    R = _results("2026-12-07 18:39", "bbb", rate=22_000.0)
+    R["runs"]["standard_2p_again"] = _run(22_000.0)  # the second pair: 1.0x
+    del R["runs"]["latency"]
+    lines = history.changes(before, history.row_of(R))
+    assert lines[0].startswith("against the previous full run (2026-12-07 17:41, aaa; parse limit 500k then 500k/s")
+    assert "  standard, 1 process: 20.0k -> 22.0k" in lines
+    assert "  2 processes: 1.60x -> 1.30x  (pass -> MISS)" in lines
+    assert "  p99 latency: 5.35 s -> -  (pass -> not measured)" in lines
+    assert not any("parse_share" in line for line in lines)
+
+
+def test_a_complete_run_prints_how_it_moved_since_the_previous_one(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.run import log_changes
+
+    history.record(_results("2026-12-07 17:41", "aaa", rate=20_000.0), tmp_path / history.HISTORY)
+    R = _results("2026-12-07 18:39", "bbb", rate=22_000.0)
+    log_changes(R, tmp_path)  # before it is recorded: nothing newer than itself counts as previous
+    history.record(R, tmp_path / history.HISTORY)
+    log_changes(R, tmp_path)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert text.count("against the previous full run (2026-12-07 17:41, aaa") == 2
+    assert "standard, 1 process: 20.0k -> 22.0k" in text
