@@ -11,6 +11,7 @@ from typing import Any, Final
 NEVER: Final = -(2**62)  # the watermark before anything was seen
 
 Entry = tuple[int, str, int, int, Any]  # (ts, message_id, rank, arrival number, item)
+_HANDED_OUT: Final[Entry] = (NEVER, "", 0, 0, None)  # stands in for an entry pop_ready returned
 
 
 def watermark_for(max_event_ms: int, allowed_lateness_ms: int) -> int:
@@ -64,7 +65,14 @@ class ReorderBuffer:
         """Remove and return the oldest item the watermark has passed (check ``oldest`` first)."""
         pos = self._pos
         self._pos = pos + 1
-        return self._sorted[pos][4]
+        entry = self._sorted[pos]
+        # Let go of the entry now: its item then dies with its last other holder, while it
+        # is still in the cache, rather than at the next merge, a batch of every shard later,
+        # when freeing each event's dozen objects misses the cache. `make ab`, 400k lines of
+        # `standard`, 10 paired rounds: 3.3 % less CPU with an empty config, within the
+        # noise (-0.5 %) with the example config.
+        self._sorted[pos] = _HANDED_OUT
+        return entry[4]
 
     def oldest(self) -> int | None:
         """The event time of the oldest buffered item, if any."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import weakref
 from heapq import heappop, heappush
 from typing import Any
 
@@ -65,3 +66,27 @@ def test_a_snapshot_of_the_heap_it_replaced_still_loads() -> None:
     buffer.__setstate__((heap, 6, NEVER))
     buffer.push(25, "late-arrival", 1, "new")
     assert _drain(buffer, 100) == ["item1", "item3", "item5", "new", "item4", "item2", "item0"]
+
+
+class _Item:
+    """A stand-in for an event that a weak reference can watch."""
+
+
+def test_a_handed_out_item_is_no_longer_held() -> None:
+    """The buffer lets an item go when it hands it out: the caller's reference is the last one."""
+    buf = ReorderBuffer()
+    items = [_Item() for _ in range(3)]
+    refs = [weakref.ref(item) for item in items]
+    for ts, item in enumerate(items):
+        buf.push(ts, f"m-{ts}", 0, item)
+    del item, items
+    buf.advance_to(1)
+    assert buf.oldest() == 0
+    got = buf.pop_ready()
+    assert got is refs[0]()
+    del got
+    assert refs[0]() is None  # gone at once, not at the next merge
+    assert refs[1]() is not None and refs[2]() is not None
+    buf.push(5, "m-5", 0, _Item())  # the next merge drops what was handed out
+    assert [e[0] for e in buf.entries()] == [1, 2, 5]
+    assert len(buf) == 3
