@@ -189,7 +189,9 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
 
     def snapshot(self) -> Any:
         """The read position: (file, lines consumed, byte offset)."""
-        return (self.file, self.line_no, self.offset - len(self.partial))
+        # The offset counts the lines handed out only: a followed writer's unfinished line
+        # (``partial``) starts there, and is read again whole on resume.
+        return (self.file, self.line_no, self.offset)
 
     def close(self) -> None:
         """Close the file (never stdin)."""

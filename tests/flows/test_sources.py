@@ -1,0 +1,33 @@
+"""Line sources resume exactly where their snapshot says: no line lost, doubled or cut in two."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.sources import _LinePartition
+
+
+def _lines(part: _LinePartition) -> list[bytes]:
+    return [line for batch in part.next_batch() for line in batch.lines]
+
+
+@pytest.mark.parametrize(("first", "rest"), [
+    (b'{"a":1}\n{"b":', b'2}\n{"c":3}\n'),  # a writer mid-line when the snapshot is taken
+    (b'{"a":1}\n', b'{"b":2}\n{"c":3}\n'),  # between lines
+    (b'{"a":1}\r\n{"b', b'":2}\r\n{"c":3}\r\n'),  # Windows line endings, cut inside a line
+], ids=["mid_line", "between_lines", "crlf_mid_line"])
+def test_a_followed_file_resumes_at_its_snapshot(tmp_path: Path, first: bytes, rest: bytes) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(first)
+    part = _LinePartition(str(path), True, None)
+    assert _lines(part) == [b'{"a":1}']
+    snapshot = part.snapshot()
+    with path.open("ab") as fh:
+        fh.write(rest)
+    resumed = _LinePartition(str(path), True, snapshot)
+    assert _lines(resumed) == _lines(part) == [b'{"b":2}', b'{"c":3}']
+    assert resumed.snapshot() == part.snapshot() == (str(path), 3, len(first + rest))
+    part.close()
+    resumed.close()
