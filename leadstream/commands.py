@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import signal
 import sys
@@ -191,6 +192,12 @@ def _check_cluster_args(args: argparse.Namespace) -> None:
         raise UsageError("--workers must be at least 1")
     if getattr(args, "cut_every", 0) < 0:
         raise UsageError(f"--cut-every must be a number of lines, or 0 for cuts by time only; got {args.cut_every}")
+    for flag, default in (("snapshot_interval", 10.0), ("epoch_interval", 10.0)):
+        seconds = getattr(args, flag, default)
+        # A zero, negative or NaN interval would cut (or snapshot for recovery) at every batch.
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise UsageError(f"--{flag.replace('_', '-')} must be a positive number of seconds (default "
+                             f"{default:g}); got {seconds}")
     processes = getattr(args, "processes", 1)
     pid, addresses = getattr(args, "process_id", None), getattr(args, "addresses", None)
     if processes < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +24,35 @@ from leadstream.commands import cut_lines
 def test_cut_lines_are_per_process(flags: dict, expected: int) -> None:
     """--cut-every counts lines per process: a cluster of N processes cuts every N times as many lines."""
     assert cut_lines(argparse.Namespace(**flags), 7) == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--processes", "0"], "--processes must be at least 1"),
+        (["--cut-every", "-5"], "--cut-every must be a number of lines, or 0 for cuts by time only; got -5"),
+        (["--snapshot-interval", "0"], "--snapshot-interval must be a positive number of seconds (default 10); got 0.0"),
+        (["--snapshot-interval", "-1"], "--snapshot-interval must be a positive number of seconds (default 10); got -1.0"),
+        (["--snapshot-interval", "nan"], "--snapshot-interval must be a positive number of seconds (default 10); got nan"),
+        (["--epoch-interval", "0"], "--epoch-interval must be a positive number of seconds (default 10); got 0.0"),
+        (["--epoch-interval", "inf"], "--epoch-interval must be a positive number of seconds (default 10); got inf"),
+        (["--process-id", "0"], "--process-id and --addresses go together"),
+    ],
+    ids=["workers", "processes", "cut-every", "snapshot-zero", "snapshot-negative", "snapshot-nan", "epoch-zero",
+         "epoch-inf", "process-id-alone"],
+)
+def test_run_refuses_flag_mistakes_before_it_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
+                                                    message: str) -> None:
+    """A flag mistake is exit status 2 with the flag, what was expected and what was given; nothing is written."""
+    from leadstream.cli import main
+
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "page", "anonymousId": "a-1", "messageId": "m-1", "timestamp": "2026-01-05T08:00:00Z"}\n')
+    out = tmp_path / "out"
+    config = Path(__file__).resolve().parents[2] / "examples" / "marketing.toml"
+    argv = ["run", "--config", str(config), "--input", str(events), "--warehouse", str(out / "w"),
+            "--triggers", str(out / "t.jsonl"), "--quiet", *flags]
+    assert main(argv) == 2
+    assert f"leadstream run: {message}" in capsys.readouterr().err
+    assert not (out / "w").exists() and not (out / "t.jsonl").exists()
