@@ -3,6 +3,7 @@
     python -m benchmarks.history              # the table of every recorded run
     python -m benchmarks.history --last 10    # the newest ten
     python -m benchmarks.history --backfill   # rebuild it from every LATEST.json committed to git
+    python -m benchmarks.history --update-readme  # and copy the table into README.md
 
 LATEST.md reports one run in full, and this machine's speed drifts by up to a third within an hour
 (benchmarks/notes.md, item 0). Beside each other, the runs show what a change did and what
@@ -25,6 +26,10 @@ from typing import Any
 from .report import TARGET_KEYS, _ok, _r, targets
 
 HISTORY = "history.jsonl"  # beside LATEST.md in the results folder
+README = Path(__file__).resolve().parent.parent / "README.md"
+# The README's copy of the table sits between these two lines.
+README_START = "<!-- run history: `python -m benchmarks.history --update-readme` writes this table -->"
+README_END = "<!-- end of run history -->"
 LATEST_JSON = "benchmarks/results/LATEST.json"
 RATE_RUNS = ("parse", "null_keyed", "standard", "standard_again", "peer_semantics", "pathway", "duckdb", "scale")
 
@@ -158,6 +163,30 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return lines
 
 
+def readme_table(text: str, source: str = "README.md") -> str:
+    """The run-history table in a README's text, between its two marker lines."""
+    try:
+        start = text.index(README_START) + len(README_START)
+        end = text.index(README_END, start)
+    except ValueError:
+        msg = f"{source} has no run-history table: put the lines {README_START!r} and {README_END!r} where it goes"
+        raise ValueError(msg) from None
+    return text[start:end].strip("\n") + "\n"
+
+
+def update_readme(path: Path, rows: list[dict[str, Any]]) -> bool:
+    """Write the table of every row into the README between its markers; True when it changed."""
+    text = path.read_text()
+    old = readme_table(text, str(path))
+    new = table(rows)
+    if old == new:
+        return False
+    start = text.index(README_START) + len(README_START)
+    end = text.index(README_END, start)
+    path.write_text(text[:start] + "\n" + new + text[end:])
+    return True
+
+
 # ---------------------------------------------------------------------------- backfill
 
 
@@ -191,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--last", type=int, metavar="N", help="show the newest N runs only")
     ap.add_argument("--backfill", action="store_true",
                     help=f"add the runs of every {LATEST_JSON} committed to git, then show the table")
+    ap.add_argument("--update-readme", action="store_true",
+                    help="also write the table of every run into README.md, between its run-history markers")
     args = ap.parse_args(argv)
     path = Path(args.results) / HISTORY
     try:
@@ -200,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             save(path, load(path) + found)
             print(f"{len(found)} committed runs read; {path} holds {len(load(path))}", file=sys.stderr)
         rows = load(path)
+        if args.update_readme:
+            changed = update_readme(README, rows)
+            print(f"README.md: run history {'updated' if changed else 'already up to date'}", file=sys.stderr)
     except (RuntimeError, ValueError) as ex:
         print(f"error: {ex}", file=sys.stderr)
         return 2

@@ -205,3 +205,31 @@ def test_a_complete_run_prints_how_it_moved_since_the_previous_one(tmp_path: Pat
     text = out.out + out.err
     assert text.count("against the previous full run (2026-12-07 17:41, aaa") == 2
     assert "standard, 1 process: 20.0k -> 22.0k" in text
+
+
+def test_update_readme_writes_between_the_markers_only(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{history.README_START}\nold table\n{history.README_END}\nafter\n")
+    rows = [history.row_of(_results())]
+    assert history.update_readme(readme, rows) is True
+    text = readme.read_text()
+    assert text.startswith(f"# x\n\nbefore\n{history.README_START}\n| date (UTC) |")
+    assert text.endswith(f"| 4 of 8 |\n{history.README_END}\nafter\n")
+    assert history.readme_table(text) == history.table(rows)
+    assert history.update_readme(readme, rows) is False  # nothing new: the file is left alone
+
+
+def test_a_readme_without_markers_says_what_to_add(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n")
+    with pytest.raises(ValueError, match=r"README.md has no run-history table: put the lines"):
+        history.update_readme(readme, [])
+
+
+def test_the_readme_shows_the_committed_history() -> None:
+    """The README's table is the committed history's: after a bench, `--update-readme` (make bench does it)."""
+    rows = history.load(history.README.parent / "benchmarks" / "results" / history.HISTORY)
+    assert rows, "benchmarks/results/history.jsonl is missing or empty"
+    assert history.readme_table(history.README.read_text()) == history.table(rows), (
+        "README.md's run history differs from benchmarks/results/history.jsonl: "
+        "run `python -m benchmarks.history --update-readme`")
