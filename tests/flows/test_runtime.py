@@ -83,5 +83,6 @@ def test_a_replay_collects_rarely_and_a_followed_stream_often(tmp_path, monkeypa
     finally:
         if stopper is not None:
             stopper.cancel()
+        STOP.clear()  # a process-wide flag: later tests read sources directly
     assert seen == [every]
     assert (tmp_path / "w.duckdb").exists()

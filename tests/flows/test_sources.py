@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.sources import _LinePartition
+from flows.sources import STOP, _LinePartition
+
+
+@pytest.fixture(autouse=True)
+def _not_stopping() -> None:
+    # STOP is process-wide (a Ctrl-C stops every source): a run in an earlier test may have set it.
+    STOP.clear()
 
 
 def _lines(part: _LinePartition) -> list[bytes]:
