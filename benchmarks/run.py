@@ -644,11 +644,14 @@ def recent_runs(R: dict[str, Any], out_dir: Path, complete: bool) -> str:
     path = out_dir / history.HISTORY
     try:
         rows = history.record(R, path) if complete else history.load(path)
-        if complete and out_dir.resolve() == RESULTS.resolve():  # the committed results: README shows them too
-            history.update_readme(history.README, rows)
     except ValueError as ex:  # a damaged history must not lose this run's report
         log(f"run history not updated: {ex}")
         return ""
+    if complete and out_dir.resolve() == RESULTS.resolve():  # the committed results: README shows them too
+        try:
+            history.update_readme(history.README, rows)
+        except (OSError, ValueError) as ex:
+            log(f"README.md not updated: {ex}")
     return history.table(rows, last=RECENT_RUNS) if rows else ""
 
 

@@ -233,3 +233,23 @@ def test_the_readme_shows_the_committed_history() -> None:
     assert history.readme_table(history.README.read_text()) == history.table(rows), (
         "README.md's run history differs from benchmarks/results/history.jsonl: "
         "run `python -m benchmarks.history --update-readme`")
+
+
+@pytest.mark.parametrize("markers", [True, False], ids=["readme_updated", "readme_without_markers"])
+def test_a_run_into_the_committed_results_updates_the_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str], markers: bool) -> None:
+    """The committed results folder also rewrites README's table; a README without it still keeps the run."""
+    from benchmarks import run
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{history.README_START}\n{history.README_END}\n" if markers else "# no table\n")
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    monkeypatch.setattr(history, "README", readme)
+    text = recent_runs(_results(), tmp_path, complete=True)
+    assert "| 2026-12-07 17:41 | 5ef13b7 |" in text
+    assert len(history.load(tmp_path / history.HISTORY)) == 1
+    if markers:
+        assert history.readme_table(readme.read_text()) == text
+    else:
+        assert readme.read_text() == "# no table\n"
+        assert "README.md not updated:" in capsys.readouterr().out
