@@ -131,11 +131,15 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
                 self.fh.seek(self.offset)
         PROGRESS.add_total(self.name, path.stat().st_size)
 
+    def _later_files(self) -> list[str]:
+        """A followed directory's files after the current one, in reading order."""
+        if not self.is_dir or self.file is None:
+            return []
+        return [f for f in self._candidates() if f > self.file]
+
     def _next_file(self) -> bool:
         """Move a directory partition to its next file, if one exists."""
-        if not self.is_dir or self.file is None:
-            return False
-        later = [f for f in self._candidates() if f > self.file]
+        later = self._later_files()
         if not later:
             return False
         if self.fh is not None:
@@ -163,6 +167,12 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         lines, size, self.partial = read_lines(self.fh, self.partial, self.follow and self.name != "-",
                                                MAX_BATCH_LINES, MAX_BATCH_BYTES)
         self.offset += size
+        if not lines and self.partial and self._later_files():
+            # The writer has moved on to a newer file, so this one is finished, and its last
+            # line is a line even without a newline (as at the end of a replayed file): it
+            # goes on like any other, to be applied or dead-lettered, never dropped unseen.
+            lines, size, self.partial = [self.partial], len(self.partial), b""
+            self.offset += size
         if lines:
             self.line_no += len(lines)
             self.last_data = time.monotonic()

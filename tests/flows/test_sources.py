@@ -37,3 +37,22 @@ def test_a_followed_file_resumes_at_its_snapshot(tmp_path: Path, first: bytes, r
     assert resumed.snapshot() == part.snapshot() == (str(path), 3, len(first + rest))
     part.close()
     resumed.close()
+
+
+@pytest.mark.parametrize(("last", "expected"), [
+    (b'{"a":2}', [b'{"a":1}', b'{"a":2}', b'{"b":1}']),  # complete JSON, no newline: applied
+    (b'{"a":', [b'{"a":1}', b'{"a":', b'{"b":1}']),  # cut off: handed on, for the dead letters
+    (b"", [b'{"a":1}', b'{"b":1}']),  # nothing pending: nothing extra
+], ids=["unterminated", "truncated", "terminated"])
+def test_a_followed_directory_keeps_the_last_line_of_a_file_it_moves_past(tmp_path: Path, last: bytes,
+                                                                          expected: list[bytes]) -> None:
+    """A file's unterminated last line is a line once a newer file appears, not lost with the move."""
+    (tmp_path / "a.jsonl").write_bytes(b'{"a":1}\n' + last)
+    part = _LinePartition(str(tmp_path), True, None)
+    seen = _lines(part)
+    (tmp_path / "b.jsonl").write_bytes(b'{"b":1}\n')
+    for _ in range(4):
+        seen += _lines(part)
+    assert seen == expected
+    assert part.snapshot() == (str(tmp_path / "b.jsonl"), 1, 8)
+    part.close()
