@@ -8,6 +8,7 @@ position, so Bytewax recovery resumes exactly after the last line it handed out.
 from __future__ import annotations
 
 import gzip
+import os
 import sys
 import threading
 import time
@@ -137,6 +138,39 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             return []
         return [f for f in self._candidates() if f > self.file]
 
+    def _plain_file(self) -> BinaryIO | None:
+        """The open handle when it is a plain file (not stdin, not gzip), else None."""
+        if self.fh is None or self.file is None or self.name == "-" or self.file.endswith(".gz"):
+            return None
+        return self.fh
+
+    def _rotated_in_place(self) -> bool:
+        """True when the followed file is now shorter than what was read from it."""
+        fh = self._plain_file()
+        try:
+            return fh is not None and os.fstat(fh.fileno()).st_size < self.offset + len(self.partial)
+        except OSError:
+            return False
+
+    def _replaced(self) -> bool:
+        """True when a followed single file's name now points to another file (rotation by rename)."""
+        fh = self._plain_file()
+        if fh is None or self.is_dir or not self.follow or self.file is None:
+            return False
+        try:
+            return os.stat(self.file).st_ino != os.fstat(fh.fileno()).st_ino
+        except OSError:
+            return False  # not recreated yet: the old file stays open until it is
+
+    def _reopen_replaced(self) -> bool:
+        """Follow a single file's name to its new file, once the old one is read to its end."""
+        if not self._replaced() or self.fh is None:
+            return False
+        self.fh.close()
+        self.fh, self.line_no, self.offset, self.partial = None, 0, 0, b""
+        self._open_current()
+        return True
+
     def _next_file(self) -> bool:
         """Move a directory partition to its next file, if one exists."""
         later = self._later_files()
@@ -167,7 +201,13 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         lines, size, self.partial = read_lines(self.fh, self.partial, self.follow and self.name != "-",
                                                MAX_BATCH_LINES, MAX_BATCH_BYTES)
         self.offset += size
-        if not lines and self.partial and self._later_files():
+        if not lines and self.follow and self._rotated_in_place():
+            # Truncated below what was read (logrotate's copytruncate): the lines now in it
+            # are new ones, from its start. Its unfinished last line went with the old content.
+            self.fh.seek(0)
+            self.line_no, self.offset, self.partial = 0, 0, b""
+            return []
+        if not lines and self.partial and (self._later_files() or self._replaced()):
             # The writer has moved on to a newer file, so this one is finished, and its last
             # line is a line even without a newline (as at the end of a replayed file): it
             # goes on like any other, to be applied or dead-lettered, never dropped unseen.
@@ -178,7 +218,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             self.last_data = time.monotonic()
             PROGRESS.add_read(self.name, size, len(lines))
             return [SourceBatch(self.name, first, self.file or self.name, lines)]
-        if self._next_file():
+        if self._next_file() or self._reopen_replaced():
             return []
         return self._idle_or_eof()
 

@@ -56,3 +56,42 @@ def test_a_followed_directory_keeps_the_last_line_of_a_file_it_moves_past(tmp_pa
     assert seen == expected
     assert part.snapshot() == (str(tmp_path / "b.jsonl"), 1, 8)
     part.close()
+
+
+def test_a_followed_file_truncated_in_place_is_read_again_from_its_start(tmp_path: Path) -> None:
+    """logrotate's copytruncate: the lines written after the cut are read, not skipped past."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"a":1}\n{"a":2}\n{"a":3}\n')
+    part = _LinePartition(str(path), True, None)
+    assert _lines(part) == [b'{"a":1}', b'{"a":2}', b'{"a":3}']
+    with path.open("r+b") as fh:
+        fh.truncate(0)
+    with path.open("ab") as fh:
+        fh.write(b'{"b":1}\n')
+    seen = _lines(part) + _lines(part) + _lines(part)
+    assert seen == [b'{"b":1}']
+    assert part.snapshot() == (str(path), 1, 8)
+    part.close()
+
+
+@pytest.mark.parametrize(("last", "expected"), [
+    (b"", [b'{"b":1}']),
+    (b'{"a":9}', [b'{"a":9}', b'{"b":1}']),  # the old file's unterminated last line is a line
+], ids=["terminated", "unterminated"])
+def test_a_followed_file_renamed_away_is_followed_to_its_new_file(tmp_path: Path, last: bytes,
+                                                                  expected: list[bytes]) -> None:
+    """Rotation by rename: the old file is read to its end, then the name's new file from its start."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"a":1}\n')
+    part = _LinePartition(str(path), True, None)
+    assert _lines(part) == [b'{"a":1}']
+    with path.open("ab") as fh:
+        fh.write(b'{"a":2}\n' + last)
+    path.rename(tmp_path / "events.jsonl.1")
+    assert _lines(part) == [b'{"a":2}']  # what the writer added before the rename
+    assert _lines(part) == []  # no new file yet: the old one stays open
+    path.write_bytes(b'{"b":1}\n')
+    seen = _lines(part) + _lines(part) + _lines(part)
+    assert seen == expected
+    assert part.snapshot() == (str(path), 1, 8)
+    part.close()
