@@ -66,7 +66,13 @@ def _slow_parse(text: str) -> int:
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1000 + (0.5 if dt.timestamp() >= 0 else -0.5))
+    # Exact: a timedelta holds whole days, seconds and microseconds, where a float timestamp
+    # loses sub-millisecond digits far from 1970. A half millisecond rounds up (towards later).
+    d = dt - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1000 + (d.microseconds + 500) // 1000
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 _DAY_MS: Final = 86_400_000

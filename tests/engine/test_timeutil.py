@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
@@ -30,7 +31,10 @@ def _stdlib_ms(text: str) -> int | None:
         return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return math.floor(dt.timestamp() * 1000 + 0.5)  # a sub-millisecond half rounds up
+    d = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    # Exact fractions: a float timestamp loses sub-millisecond digits far from 1970.
+    micros = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+    return math.floor(Fraction(micros, 1000) + Fraction(1, 2))  # a sub-millisecond half rounds up
 
 
 def _parsed(text: str) -> int | None:
@@ -72,6 +76,10 @@ def test_parse_iso_ms_agrees_with_the_standard_library_on_near_misses(ms: int, e
     ("2026-01-05 08:00:01.250Z", 1_767_600_001_250),  # a space for the T, as the standard library allows
     ("2026-01-05T08:00:01.250+00:00", 1_767_600_001_250),
     ("2026-01-05T09:00:01.250+01:00", 1_767_600_001_250),
+    ("2026-01-05T08:00:01.2505Z", 1_767_600_001_251),  # a sub-millisecond half rounds up
+    ("2026-01-05T08:00:01.2504999Z", 1_767_600_001_250),
+    ("1969-12-31T23:59:59.9995Z", 0),  # before 1970 too: up is later, not away from zero
+    ("1000-01-01T00:00:00.0005", -30_610_223_999_999),  # found by the property test below: a float lost it
 ])
 def test_parse_iso_ms_examples(text: str, expected: int | None) -> None:
     """The fast path's shapes and their neighbours: a bad calendar is refused, other offsets honoured."""
