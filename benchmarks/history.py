@@ -77,26 +77,25 @@ def load(path: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=_key)
 
 
-def save(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows oldest first, one run (date and commit) once."""
+def save(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write rows oldest first, one run (date and commit) once, the later row winning; return them."""
     unique = {_key(r): r for r in rows}
+    kept = [unique[k] for k in sorted(unique)]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(unique[k], sort_keys=True) + "\n" for k in sorted(unique)))
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
     tmp.replace(path)
+    return kept
 
 
 def record(R: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     """Add (or, for the same run re-rendered, replace) the row of a result; return every row."""
-    row = row_of(R)
-    rows = [r for r in load(path) if _key(r) != _key(row)] + [row]
-    save(path, rows)
-    return sorted(rows, key=_key)
+    return save(path, load(path) + [row_of(R)])
 
 
 # ---------------------------------------------------------------------------- the table
 
-_COLUMNS = (  # (header, target key or None, how a value is shown)
+_COLUMNS = (  # (header, target key, how its value is shown); every target but the parse share
     ("standard, 1 process", "rate_1p", _r),
     ("2 processes", "ratio_2p", lambda x: f"{x:.2f}x"),
     ("vs Pathway", "x_pathway", lambda x: f"{x:.2f}x"),
@@ -148,11 +147,7 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     lines = [f"against the previous full run ({before.get('date_utc')}, {before.get('commit')}; parse limit "
              f"{_r((before.get('events_per_s') or {}).get('parse'))} then "
              f"{_r((after.get('events_per_s') or {}).get('parse'))}/s, which moves with the machine only):"]
-    shown = {key: (header, show) for header, key, show in _COLUMNS}
-    for key in TARGET_KEYS:
-        if key not in shown:
-            continue  # the parse share moves with the 1-process rate
-        header, show = shown[key]
+    for header, key, show in _COLUMNS:  # the parse share moves with the 1-process rate: left out
         old, new = ((r.get("targets") or {}).get(key) or {} for r in (before, after))
         if old.get("value") is None and new.get("value") is None:
             continue
@@ -163,26 +158,28 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return lines
 
 
-def readme_table(text: str, source: str = "README.md") -> str:
-    """The run-history table in a README's text, between its two marker lines."""
+def _readme_span(text: str, source: str) -> tuple[int, int]:
     try:
         start = text.index(README_START) + len(README_START)
-        end = text.index(README_END, start)
+        return start, text.index(README_END, start)
     except ValueError:
         msg = f"{source} has no run-history table: put the lines {README_START!r} and {README_END!r} where it goes"
         raise ValueError(msg) from None
+
+
+def readme_table(text: str, source: str = "README.md") -> str:
+    """The run-history table in a README's text, between its two marker lines."""
+    start, end = _readme_span(text, source)
     return text[start:end].strip("\n") + "\n"
 
 
 def update_readme(path: Path, rows: list[dict[str, Any]]) -> bool:
     """Write the table of every row into the README between its markers; True when it changed."""
     text = path.read_text()
-    old = readme_table(text, str(path))
+    start, end = _readme_span(text, str(path))
     new = table(rows)
-    if old == new:
+    if text[start:end].strip("\n") + "\n" == new:
         return False
-    start = text.index(README_START) + len(README_START)
-    end = text.index(README_END, start)
     path.write_text(text[:start] + "\n" + new + text[end:])
     return True
 
@@ -228,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.backfill:
             repo = Path(__file__).resolve().parent.parent
             found = from_git(repo)
-            save(path, load(path) + found)
-            print(f"{len(found)} committed runs read; {path} holds {len(load(path))}", file=sys.stderr)
-        rows = load(path)
+            rows = save(path, load(path) + found)
+            print(f"{len(found)} committed runs read; {path} holds {len(rows)}", file=sys.stderr)
+        else:
+            rows = load(path)
         if args.update_readme:
             changed = update_readme(README, rows)
             print(f"README.md: run history {'updated' if changed else 'already up to date'}", file=sys.stderr)
