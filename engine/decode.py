@@ -49,6 +49,16 @@ _EVENT_TYPES = frozenset(EVENT_TYPES)
 _DUMPS: Final = orjson.dumps  # looked up once: compiled, `orjson.dumps` is a getattr at every call
 
 
+def too_large_detail(size: int, kept: int | None = None) -> str:
+    """The detail of a ``too_large`` rejection of ``size`` bytes, of which the source kept only ``kept``."""
+    detail = f"{size} bytes; the limit is {MAX_EVENT_BYTES}"
+    if kept is not None and kept < size:
+        # Sources hold no more than so much of a line: raw is its start, and the whole line
+        # is still where the source position points.
+        detail += f"; raw keeps only its first {kept} bytes"
+    return detail
+
+
 def _raw_text(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
@@ -315,7 +325,7 @@ def decode_line(raw: bytes, source: str = "", consent_category: str | None = Non
 def _decode(raw: bytes, source: str) -> Event | Rejection:
     try:
         if len(raw) > MAX_EVENT_BYTES:
-            return Rejection("too_large", f"{len(raw)} bytes; the limit is {MAX_EVENT_BYTES}", _raw_text(raw), source)
+            return Rejection("too_large", too_large_detail(len(raw)), _raw_text(raw), source)
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as ex:

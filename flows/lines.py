@@ -8,30 +8,98 @@ from __future__ import annotations
 
 from typing import Any
 
+# The most of one line that is ever held in memory. Anything over 32 KB is dead-lettered
+# as ``too_large`` anyway; a longer line (a dump without newlines dropped into a followed
+# directory, say) keeps only its first MAX_LINE_BYTES, and its real size, instead of being
+# read whole into memory and copied into the dead letters.
+MAX_LINE_BYTES = 1 << 20
 
-def read_lines(fh: Any, partial: bytes, keep_partial: bool, max_lines: int,
-               max_bytes: int) -> tuple[list[bytes], int, bytes]:
-    """Read up to ``max_lines`` complete lines, or until ``max_bytes`` were read; return (lines, bytes, partial).
 
-    Lines come without their line ending; ``bytes`` counts what they took in the file,
-    endings and the ``partial`` they completed included. A last line without a newline
-    is a line, unless ``keep_partial`` (a followed file, whose writer may be mid-line):
-    then it is returned as the new ``partial``, for the next call to complete.
-    """
-    lines: list[bytes] = []
-    size = 0
-    readline = fh.readline
-    while len(lines) < max_lines and size < max_bytes:
-        raw: bytes = readline()
-        if not raw:
-            break
-        complete = raw.endswith(b"\n")
-        if not complete and keep_partial:
-            partial += raw
-            continue
-        if partial:
-            raw = partial + raw
-            partial = b""
-        size += len(raw)
-        lines.append(raw.rstrip(b"\r\n") if complete else raw)
-    return lines, size, partial
+class LineReader:
+    """Reads a binary file in batches of complete lines, holding at most ``max_line`` bytes of any one."""
+
+    def __init__(self, fh: Any, keep_partial: bool, max_line: int = MAX_LINE_BYTES) -> None:
+        self.fh = fh
+        # A followed file's writer may be mid-line: its last line without a newline waits
+        # (as ``partial``) for the rest. Otherwise the end of the file ends the line.
+        self.keep_partial = keep_partial
+        self.max_line = max_line
+        self.partial = b""  # the start of an unfinished line, at most max_line bytes
+        self.skipped = 0  # bytes of that line read past max_line and let go
+
+    @property
+    def pending(self) -> int:
+        """Bytes read of a line not handed out yet."""
+        return len(self.partial) + self.skipped
+
+    def take_pending(self) -> tuple[list[bytes], int, dict[int, int] | None]:
+        """Hand out the unfinished line as a line of its own (its file is finished): ``read``'s result."""
+        size = self.pending
+        if not size:
+            return [], 0, None
+        line, skipped = self.partial, self.skipped
+        self.partial, self.skipped = b"", 0
+        return [line], size, ({0: size} if skipped else None)
+
+    def read(self, max_lines: int, max_bytes: int) -> tuple[list[bytes], int, dict[int, int] | None]:
+        """Read up to ``max_lines`` complete lines, or until ``max_bytes`` were read; return (lines, bytes, oversize).
+
+        Lines come without their line ending; ``bytes`` counts what they took in the file,
+        endings and the pending fragment they completed included. ``oversize`` maps the
+        index of each line cut to its first ``max_line`` bytes to its real size (None
+        when no line was cut, the usual case).
+        """
+        lines: list[bytes] = []
+        oversize: dict[int, int] | None = None
+        size = 0
+        limit = self.max_line
+        readline = self.fh.readline
+        at_end = False
+        while len(lines) < max_lines and size < max_bytes:
+            raw: bytes = readline(limit)
+            if not raw:
+                at_end = True
+                break
+            if not raw.endswith(b"\n"):
+                # Mid-line: a line longer than the limit, the end of the file, or a writer
+                # that has not finished its line yet.
+                self._hold(raw)
+                continue
+            if self.partial or self.skipped:
+                size += self.pending + len(raw)
+                if self.skipped:
+                    # Only the line's start was kept: what came after it is gone.
+                    line, real = self.partial, self.pending + len(raw.rstrip(b"\r\n"))
+                else:
+                    line = (self.partial + raw).rstrip(b"\r\n")
+                    real = len(line)
+                self.partial, self.skipped = b"", 0
+                if real > limit:
+                    if oversize is None:
+                        oversize = {}
+                    oversize[len(lines)] = real
+                    line = line[:limit]
+                lines.append(line)
+                continue
+            size += len(raw)
+            lines.append(raw.rstrip(b"\r\n"))
+        if at_end and not self.keep_partial and self.pending:
+            # The end of a finished file (or of stdin) ends its last line.
+            tail, tail_size, tail_over = self.take_pending()
+            if tail_over is not None:
+                if oversize is None:
+                    oversize = {}
+                oversize[len(lines)] = tail_size
+            lines.extend(tail)
+            size += tail_size
+        return lines, size, oversize
+
+    def _hold(self, raw: bytes) -> None:
+        """Keep a fragment of an unfinished line, up to the limit; count the rest."""
+        room = self.max_line - len(self.partial)
+        if self.skipped or len(raw) > room:
+            if room > 0:
+                self.partial += raw[:room]
+            self.skipped += len(raw) - max(room, 0)
+        else:
+            self.partial += raw

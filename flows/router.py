@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from engine.decode import decode_line
+from engine.decode import decode_line, too_large_detail
 from engine.events import Event, Rejection
 from engine.ids import shard_of
 from engine.ordering import NEVER, watermark_for
@@ -78,7 +78,12 @@ class Router:
                 # The line's position is written only for a rejection (formatting it for
                 # every line cost about 550 instructions).
                 rej: Rejection = item  # type: ignore[assignment]
-                item = Rejection(rej.reason, rej.detail, rej.raw, prefix + str(first + i))
+                if batch.oversize is not None and i in batch.oversize:
+                    # The source cut the line, so what decoding saw is its start only.
+                    item = Rejection("too_large", too_large_detail(batch.oversize[i], len(raw)), rej.raw,
+                                     prefix + str(first + i))
+                else:
+                    item = Rejection(rej.reason, rej.detail, rej.raw, prefix + str(first + i))
                 packet = packets.get(reject_shard)
                 if packet is None:
                     packet = packets[reject_shard] = ToIdentity(reject_shard)

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from .lines import read_lines
+from .lines import LineReader
 from .progress import PROGRESS, timed
 
 # Big batches: every batch fans out to every shard, and every shard's batch to every
@@ -47,6 +47,8 @@ class SourceBatch:
     lines: list[bytes] = field(default_factory=list)
     eof: bool = False
     idle_ms: int = 0  # wall time the partition has been idle (follow mode only)
+    # Lines longer than flows.lines.MAX_LINE_BYTES come cut to that length: index -> real size.
+    oversize: dict[int, int] | None = None
 
 
 def expand_inputs(paths: list[str], follow: bool) -> list[str]:
@@ -98,7 +100,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         self.offset: int
         self.file, self.line_no, self.offset = resume if resume is not None else (None, 0, 0)
         self.fh: BinaryIO | None = None
-        self.partial = b""
+        self.reader: LineReader | None = None
         self.done = False
         self.sent_eof = False
         self.last_data = time.monotonic()
@@ -113,6 +115,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         if self.name == "-":
             self.file = "-"
             self.fh = sys.stdin.buffer
+            self.reader = LineReader(self.fh, keep_partial=False)
             return
         files = self._candidates()
         if self.file is None:
@@ -123,6 +126,8 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         if not path.exists():
             return
         self.fh = _open(path)
+        # A followed file's writer may be mid-line: its fragment waits for the rest.
+        self.reader = LineReader(self.fh, keep_partial=self.follow)
         if self.offset:
             if path.name.endswith(".gz"):
                 # gzip streams cannot seek cheaply to a byte offset: skip whole lines.
@@ -131,6 +136,9 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             else:
                 self.fh.seek(self.offset)
         PROGRESS.add_total(self.name, path.stat().st_size)
+
+    def _pending(self) -> int:
+        return self.reader.pending if self.reader is not None else 0
 
     def _later_files(self) -> list[str]:
         """A followed directory's files after the current one, in reading order."""
@@ -148,7 +156,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         """True when the followed file is now shorter than what was read from it."""
         fh = self._plain_file()
         try:
-            return fh is not None and os.fstat(fh.fileno()).st_size < self.offset + len(self.partial)
+            return fh is not None and os.fstat(fh.fileno()).st_size < self.offset + self._pending()
         except OSError:
             return False
 
@@ -167,7 +175,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         if not self._replaced() or self.fh is None:
             return False
         self.fh.close()
-        self.fh, self.line_no, self.offset, self.partial = None, 0, 0, b""
+        self.fh, self.reader, self.line_no, self.offset = None, None, 0, 0
         self._open_current()
         return True
 
@@ -178,7 +186,8 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             return False
         if self.fh is not None:
             self.fh.close()
-        self.file, self.line_no, self.offset, self.partial = later[0], 0, 0, b""
+        self.fh, self.reader = None, None
+        self.file, self.line_no, self.offset = later[0], 0, 0
         self._open_current()
         return True
 
@@ -197,27 +206,28 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             if self.fh is None:
                 return self._idle_or_eof()
         first = self.line_no + 1
-        # A followed file's writer may be mid-line: its fragment waits for the rest.
-        lines, size, self.partial = read_lines(self.fh, self.partial, self.follow and self.name != "-",
-                                               MAX_BATCH_LINES, MAX_BATCH_BYTES)
+        reader = self.reader
+        assert reader is not None  # opened with fh
+        lines, size, oversize = reader.read(MAX_BATCH_LINES, MAX_BATCH_BYTES)
         self.offset += size
         if not lines and self.follow and self._rotated_in_place():
             # Truncated below what was read (logrotate's copytruncate): the lines now in it
             # are new ones, from its start. Its unfinished last line went with the old content.
             self.fh.seek(0)
-            self.line_no, self.offset, self.partial = 0, 0, b""
+            self.line_no, self.offset = 0, 0
+            self.reader = LineReader(self.fh, keep_partial=True)
             return []
-        if not lines and self.partial and (self._later_files() or self._replaced()):
+        if not lines and reader.pending and (self._later_files() or self._replaced()):
             # The writer has moved on to a newer file, so this one is finished, and its last
             # line is a line even without a newline (as at the end of a replayed file): it
             # goes on like any other, to be applied or dead-lettered, never dropped unseen.
-            lines, size, self.partial = [self.partial], len(self.partial), b""
+            lines, size, oversize = reader.take_pending()
             self.offset += size
         if lines:
             self.line_no += len(lines)
             self.last_data = time.monotonic()
             PROGRESS.add_read(self.name, size, len(lines))
-            return [SourceBatch(self.name, first, self.file or self.name, lines)]
+            return [SourceBatch(self.name, first, self.file or self.name, lines, oversize=oversize)]
         if self._next_file() or self._reopen_replaced():
             return []
         return self._idle_or_eof()
@@ -240,7 +250,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
     def snapshot(self) -> Any:
         """The read position: (file, lines consumed, byte offset)."""
         # The offset counts the lines handed out only: a followed writer's unfinished line
-        # (``partial``) starts there, and is read again whole on resume.
+        # (LineReader.partial) starts there, and is read again whole on resume.
         return (self.file, self.line_no, self.offset)
 
     def close(self) -> None:

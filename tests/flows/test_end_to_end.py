@@ -123,3 +123,27 @@ def test_gzip_and_directory_inputs(clickstream: Path, baseline: Path, tmp_path: 
     run_into(tmp_path / "out", [folder])
     got, want = tables(tmp_path / "out" / "warehouse.duckdb"), tables(baseline / "warehouse.duckdb")
     assert got == want
+
+
+def test_a_line_over_the_line_limit_is_dead_lettered_by_its_start(tmp_path: Path) -> None:
+    """A multi-megabyte line is never held whole: its dead letter keeps its first MiB and names its real size."""
+    from flows.lines import MAX_LINE_BYTES
+
+    def page(n: int) -> bytes:
+        return orjson.dumps({"type": "page", "anonymousId": f"a{n}", "messageId": f"m{n}",
+                             "timestamp": "2026-01-05T08:00:00Z"})
+
+    huge = page(2)[:-1] + b',"properties":{"html":"' + b"x" * (3 * MAX_LINE_BYTES) + b'"}}'
+    tail = b'{"junk":"' + b"y" * (2 * MAX_LINE_BYTES)  # unterminated, at the end of the file
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(page(1) + b"\n" + huge + b"\r\n" + page(3) + b"\n" + tail)
+    run_into(tmp_path / "out", [path])
+    snap = last_snapshot(tmp_path / "out" / "warehouse.duckdb")
+    assert (snap["lines_read"], snap["accepted"], snap["dead_lettered"]) == (4, 2, 2)
+    dead = [orjson.loads(x) for x in (tmp_path / "out" / "dead_letters.jsonl").read_bytes().splitlines()]
+    assert [d["source"] for d in dead] == [f"{path}:2", f"{path}:4"]
+    assert [d["reason"] for d in dead] == ["too_large", "too_large"]
+    assert [d["raw"].encode() for d in dead] == [huge[:MAX_LINE_BYTES], tail[:MAX_LINE_BYTES]]
+    assert [d["detail"] for d in dead] == [
+        f"{len(huge)} bytes; the limit is 32768; raw keeps only its first {MAX_LINE_BYTES} bytes",
+        f"{len(tail)} bytes; the limit is 32768; raw keeps only its first {MAX_LINE_BYTES} bytes"]
