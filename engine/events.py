@@ -24,6 +24,7 @@ REASONS = {
     "missing_field": "a field the event type requires is missing",
     "no_consent": "an anonymous event without the tracking consent the config requires",
     "webhook_failed": "a batch of triggers the webhook receiver did not accept after every retry",
+    "unreadable_input": "the rest of an input file could not be read (a gzip stream cut short or corrupt)",
 }
 
 

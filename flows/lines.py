@@ -6,7 +6,13 @@ worker's instructions in a replay with the peers' semantics.
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from typing import Any
+
+# What a compressed input raises where its stream is cut short or corrupt: the rest of it
+# cannot be read, but the lines before it can.
+UNREADABLE = (EOFError, gzip.BadGzipFile, zlib.error)
 
 # The most of one line that is ever held in memory. Anything over 32 KB is dead-lettered
 # as ``too_large`` anyway; a longer line (a dump without newlines dropped into a followed
@@ -26,6 +32,9 @@ class LineReader:
         self.max_line = max_line
         self.partial = b""  # the start of an unfinished line, at most max_line bytes
         self.skipped = 0  # bytes of that line read past max_line and let go
+        # Why the file cannot be read further (see UNREADABLE); set by the read that met it,
+        # which still returns the lines before.
+        self.error: BaseException | None = None
 
     @property
     def pending(self) -> int:
@@ -40,6 +49,20 @@ class LineReader:
         line, skipped = self.partial, self.skipped
         self.partial, self.skipped = b"", 0
         return [line], size, ({0: size} if skipped else None)
+
+    def skip(self, count: int) -> bool:
+        """Skip ``count`` lines (a resumed compressed file, which cannot seek); False if it cannot be read that far."""
+        readline, limit = self.fh.readline, self.max_line
+        try:
+            while count > 0:
+                raw: bytes = readline(limit)
+                if not raw:
+                    return False
+                if raw.endswith(b"\n"):
+                    count -= 1
+        except (EOFError, gzip.BadGzipFile, zlib.error):  # UNREADABLE
+            return False
+        return True
 
     def read(self, max_lines: int, max_bytes: int) -> tuple[list[bytes], int, dict[int, int] | None]:
         """Read up to ``max_lines`` complete lines, or until ``max_bytes`` were read; return (lines, bytes, oversize).
@@ -56,7 +79,11 @@ class LineReader:
         readline = self.fh.readline
         at_end = False
         while len(lines) < max_lines and size < max_bytes:
-            raw: bytes = readline(limit)
+            try:
+                raw: bytes = readline(limit)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as ex:  # UNREADABLE
+                self.error = ex
+                break
             if not raw:
                 at_end = True
                 break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from engine.decode import decode_line, too_large_detail
+from engine.decode import decode_line
 from engine.events import Event, Rejection
 from engine.ids import shard_of
 from engine.ordering import NEVER, watermark_for
@@ -64,8 +64,15 @@ class Router:
         prefix = f"{batch.file}:"
         first = batch.first_line
         reject_shard = shard_of(batch.part, shards)
+        judged = batch.judged
         for i, raw in enumerate(batch.lines):
-            item = decode_line(raw, "", self.consent_category, self.context_keys)
+            if judged is None or i not in judged:
+                item = decode_line(raw, "", self.consent_category, self.context_keys)
+            else:
+                # Rejected by the source (a line cut to its limit, an unreadable file's rest),
+                # whatever decoding the bytes it has would say.
+                reason, detail = judged[i]
+                item = Rejection(reason, detail, raw.decode("utf-8", "backslashreplace"))
             if type(item) is Event:
                 shard = shard_of(item.device_id, shards)
                 packet = packets.get(shard)
@@ -78,12 +85,7 @@ class Router:
                 # The line's position is written only for a rejection (formatting it for
                 # every line cost about 550 instructions).
                 rej: Rejection = item  # type: ignore[assignment]
-                if batch.oversize is not None and i in batch.oversize:
-                    # The source cut the line, so what decoding saw is its start only.
-                    item = Rejection("too_large", too_large_detail(batch.oversize[i], len(raw)), rej.raw,
-                                     prefix + str(first + i))
-                else:
-                    item = Rejection(rej.reason, rej.detail, rej.raw, prefix + str(first + i))
+                item = Rejection(rej.reason, rej.detail, rej.raw, prefix + str(first + i))
                 packet = packets.get(reject_shard)
                 if packet is None:
                     packet = packets[reject_shard] = ToIdentity(reject_shard)

@@ -19,6 +19,8 @@ from typing import Any, BinaryIO
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from engine.decode import too_large_detail
+
 from .lines import LineReader
 from .progress import PROGRESS, timed
 
@@ -47,8 +49,9 @@ class SourceBatch:
     lines: list[bytes] = field(default_factory=list)
     eof: bool = False
     idle_ms: int = 0  # wall time the partition has been idle (follow mode only)
-    # Lines longer than flows.lines.MAX_LINE_BYTES come cut to that length: index -> real size.
-    oversize: dict[int, int] | None = None
+    # Lines the source rejected itself, index -> (reason, detail): a line cut to
+    # flows.lines.MAX_LINE_BYTES (too_large), or the rest of an unreadable file.
+    judged: dict[int, tuple[str, str]] | None = None
 
 
 def expand_inputs(paths: list[str], follow: bool) -> list[str]:
@@ -101,6 +104,12 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         self.file, self.line_no, self.offset = resume if resume is not None else (None, 0, 0)
         self.fh: BinaryIO | None = None
         self.reader: LineReader | None = None
+        # Nothing more can be read from the current file (a compressed stream cut short or
+        # corrupt, already dead-lettered): a directory moves on, a replay ends.
+        self.unreadable = False
+        # A followed compressed file that ended mid-stream (still being written): its size
+        # then, so it is read again only once it has grown.
+        self.stalled_at: int | None = None
         self.done = False
         self.sent_eof = False
         self.last_data = time.monotonic()
@@ -128,13 +137,13 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         self.fh = _open(path)
         # A followed file's writer may be mid-line: its fragment waits for the rest.
         self.reader = LineReader(self.fh, keep_partial=self.follow)
-        if self.offset:
-            if path.name.endswith(".gz"):
-                # gzip streams cannot seek cheaply to a byte offset: skip whole lines.
-                for _ in range(self.line_no):
-                    self.fh.readline()
-            else:
-                self.fh.seek(self.offset)
+        if path.name.endswith(".gz"):
+            # gzip streams cannot seek cheaply to a byte offset: skip whole lines. Where
+            # that fails, the unreadable rest was dead-lettered before the snapshot.
+            if self.line_no:
+                self.unreadable = not self.reader.skip(self.line_no)
+        elif self.offset:
+            self.fh.seek(self.offset)
         PROGRESS.add_total(self.name, path.stat().st_size)
 
     def _pending(self) -> int:
@@ -186,7 +195,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             return False
         if self.fh is not None:
             self.fh.close()
-        self.fh, self.reader = None, None
+        self.fh, self.reader, self.unreadable, self.stalled_at = None, None, False, None
         self.file, self.line_no, self.offset = later[0], 0, 0
         self._open_current()
         return True
@@ -201,14 +210,20 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         if STOP.is_set():
             self.sent_eof = True
             return [SourceBatch(self.name, self.line_no + 1, self.file or self.name, [], eof=True)]
-        if self.fh is None:
+        if self.fh is None and not self._still_stalled():
             self._open_current()
-            if self.fh is None:
-                return self._idle_or_eof()
-        first = self.line_no + 1
         reader = self.reader
-        assert reader is not None  # opened with fh
-        lines, size, oversize = reader.read(MAX_BATCH_LINES, MAX_BATCH_BYTES)
+        if self.fh is None or reader is None:
+            return self._idle_or_eof()
+        first = self.line_no + 1
+        lines: list[bytes] = []
+        size, judged = 0, None
+        if not self.unreadable:
+            lines, size, oversize = reader.read(MAX_BATCH_LINES, MAX_BATCH_BYTES)
+            if oversize is not None:
+                judged = {i: ("too_large", too_large_detail(real, len(lines[i]))) for i, real in oversize.items()}
+            if reader.error is not None:
+                lines, size, judged = self._read_error(reader, lines, size, judged)
         self.offset += size
         if not lines and self.follow and self._rotated_in_place():
             # Truncated below what was read (logrotate's copytruncate): the lines now in it
@@ -222,15 +237,56 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             # line is a line even without a newline (as at the end of a replayed file): it
             # goes on like any other, to be applied or dead-lettered, never dropped unseen.
             lines, size, oversize = reader.take_pending()
+            if oversize is not None:
+                judged = {0: ("too_large", too_large_detail(oversize[0], len(lines[0])))}
             self.offset += size
         if lines:
             self.line_no += len(lines)
             self.last_data = time.monotonic()
             PROGRESS.add_read(self.name, size, len(lines))
-            return [SourceBatch(self.name, first, self.file or self.name, lines, oversize=oversize)]
+            return [SourceBatch(self.name, first, self.file or self.name, lines, judged=judged)]
         if self._next_file() or self._reopen_replaced():
             return []
         return self._idle_or_eof()
+
+    def _read_error(self, reader: LineReader, lines: list[bytes], size: int,
+                    judged: dict[int, tuple[str, str]] | None) -> tuple[list[bytes], int, dict[int, tuple[str, str]] | None]:
+        """A compressed file could not be read further: wait for it to grow, or dead-letter its rest."""
+        error, reader.error = reader.error, None
+        if self.follow and isinstance(error, EOFError) and not self._later_files() and self.fh is not None:
+            # Most likely still being written (a rotation compressing it, a copy in progress):
+            # read it again from its start once it grows, past the lines handed out. The
+            # unfinished line goes with this handle and is read again then.
+            self.stalled_at = self._file_size()
+            self.fh.close()
+            self.fh, self.reader = None, None
+            return lines, size, judged
+        # Cut short or corrupt for good: the lines before count, the rest is one dead letter
+        # (its raw the start of the line being read), and nothing more is read from it.
+        fragment, frag_size, _ = reader.take_pending()
+        self.unreadable = True
+        line_no = self.line_no + len(lines) + 1
+        judged = dict(judged or {})
+        judged[len(lines)] = ("unreadable_input", f"{self.file} cannot be read past line {line_no - 1}: "
+                              f"{type(error).__name__}: {error}; the lines before were read, the rest of "
+                              "the file was not (replace it with a complete copy and replay it)")
+        lines = [*lines, fragment[0] if fragment else b""]
+        return lines, size + frag_size, judged
+
+    def _file_size(self) -> int | None:
+        try:
+            return os.stat(self.file).st_size if self.file not in (None, "-") else None  # type: ignore[arg-type]
+        except OSError:
+            return None
+
+    def _still_stalled(self) -> bool:
+        """True while a followed compressed file that ended mid-stream has not grown (and nothing came after it)."""
+        if self.stalled_at is None:
+            return False
+        if self._file_size() != self.stalled_at or self._later_files():
+            self.stalled_at = None
+            return False
+        return True
 
     def _idle_or_eof(self) -> list[SourceBatch]:
         if not self.follow:

@@ -124,11 +124,12 @@ def test_rejections(raw: bytes, reason: str, detail: str) -> None:
 def test_every_reason_decode_can_give_has_a_row() -> None:
     """A new reason code in decode must get a row in the table above.
 
-    no_consent is config-driven (tested below) and webhook_failed concerns trigger
-    batches, not input lines (tests/flows/test_webhook.py).
+    no_consent is config-driven (tested below), webhook_failed concerns trigger batches,
+    not input lines (tests/flows/test_webhook.py), and unreadable_input the sources, which
+    meet a file that cannot be read further (tests/flows/test_sources.py).
     """
     covered = {r[2] for r in REJECTED}
-    assert covered == set(REASONS) - {"no_consent", "webhook_failed"}
+    assert covered == set(REASONS) - {"no_consent", "webhook_failed", "unreadable_input"}
 
 
 def test_invalid_utf8_is_invalid_json_and_keeps_the_raw_text() -> None:

@@ -64,3 +64,14 @@ def test_the_default_bounds_what_waits_for_a_cut() -> None:
     """Runs cut by line count unless told otherwise; the default is a few seconds of a fast replay."""
     assert 10_000 <= CUT_EVERY_LINES <= 100_000
     assert Router(4, LATENESS_MS, 5.0).cut_lines == CUT_EVERY_LINES
+
+
+def test_lines_the_source_rejected_are_dead_lettered_as_it_said() -> None:
+    """A judged line is not decoded, even when its bytes would decode: its reason and detail stand, at its position."""
+    batch = _batch("f", 0, 3)
+    batch.judged = {1: ("too_large", "2000000 bytes; the limit is 32768")}
+    packets = [p for _, p in Router(1, LATENESS_MS, 3600.0).route(batch)]
+    events = [e.message_id for p in packets for e in p.events]
+    rejections = [(r.reason, r.detail, r.raw, r.source) for p in packets for r in p.rejections]
+    assert events == ["f-0", "f-2"]
+    assert rejections == [("too_large", "2000000 bytes; the limit is 32768", batch.lines[1].decode(), "f:2")]

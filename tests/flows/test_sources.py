@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from flows.sources import STOP, _LinePartition
+from flows.sources import STOP, SourceBatch, _LinePartition
 
 
 @pytest.fixture(autouse=True)
@@ -94,4 +96,89 @@ def test_a_followed_file_renamed_away_is_followed_to_its_new_file(tmp_path: Path
     seen = _lines(part) + _lines(part) + _lines(part)
     assert seen == expected
     assert part.snapshot() == (str(path), 1, 8)
+    part.close()
+
+
+# ------------------------------------------------------------------ compressed inputs cut short or corrupt
+
+
+def _events(n: int) -> bytes:
+    # Varied enough that gzip cannot squeeze them into a few bytes: a cut lands mid-stream.
+    return b"".join(b'{"n":%d,"h":"%x"}\n' % (i, (i * 2654435761) % (1 << 32)) for i in range(n))
+
+
+def _drain(part: _LinePartition, polls: int = 50) -> list[SourceBatch]:
+    """Every batch until the partition ends (replay) or ``polls`` calls (follow)."""
+    out: list[SourceBatch] = []
+    for _ in range(polls):
+        try:
+            out += part.next_batch()
+        except StopIteration:
+            break
+    return out
+
+
+def _judged(batches: list[SourceBatch]) -> list[tuple[int, str, str]]:
+    """(line number, reason, detail) of every line the source rejected itself."""
+    return [(b.first_line + i, reason, detail) for b in batches for i, (reason, detail) in (b.judged or {}).items()]
+
+
+@pytest.mark.parametrize(("damage", "error"), [
+    (lambda blob: blob[:len(blob) // 2], "EOFError: Compressed file ended before the end-of-stream marker"),
+    (lambda blob: blob[:-8] + bytes(8), "BadGzipFile: CRC check failed"),  # the trailer's checksum and size
+    (lambda blob: b"not gzip at all\n", "BadGzipFile: Not a gzipped file"),
+], ids=["cut_short", "bad_checksum", "not_gzip"])
+def test_an_unreadable_gzip_file_dead_letters_its_rest_and_ends(tmp_path: Path, damage: Any, error: str) -> None:
+    """The lines before the damage are read; the rest is one unreadable_input line; a resume does not repeat it."""
+    data = _events(20_000)
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(damage(gzip.compress(data)))
+    part = _LinePartition(str(path), False, None)
+    batches = _drain(part)
+    lines = [line for b in batches for line in b.lines]
+    assert batches[-1].eof
+    good = lines[:-1]
+    assert good == data.splitlines()[:len(good)]  # every line before the damage, in order
+    [(line_no, reason, detail)] = _judged(batches)
+    assert (line_no, reason) == (len(lines), "unreadable_input")
+    assert f"cannot be read past line {len(good)}: {error}" in detail and str(path) in detail
+    assert part.snapshot() == (str(path), len(lines), len(b"\n".join(good)) + 1 if good else 0)
+    resumed = _LinePartition(str(path), False, part.snapshot())
+    assert [line for b in _drain(resumed) for line in b.lines] == []  # dead-lettered once, before the snapshot
+    part.close()
+    resumed.close()
+
+
+def test_a_followed_gzip_file_still_being_written_is_read_whole_once_complete(tmp_path: Path) -> None:
+    """A compressed file that ends mid-stream while followed waits, then reads on: no dead letter, no line twice."""
+    data = _events(20_000)
+    blob = gzip.compress(data)
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(blob[:len(blob) // 2])
+    part = _LinePartition(str(tmp_path), True, None)
+    first = _drain(part, 20)
+    assert first and _judged(first) == []
+    path.write_bytes(blob)  # the writer finishes
+    rest = _drain(part, 20)
+    assert [line for b in first + rest for line in b.lines] == data.splitlines()
+    assert _judged(rest) == []
+    part.close()
+
+
+def test_a_followed_gzip_file_cut_short_is_dead_lettered_once_a_newer_file_appears(tmp_path: Path) -> None:
+    """A newer file means the cut-short one will not grow: its rest is dead-lettered and the next file read."""
+    data = _events(20_000)
+    blob = gzip.compress(data)
+    (tmp_path / "a.jsonl.gz").write_bytes(blob[:len(blob) // 2])
+    part = _LinePartition(str(tmp_path), True, None)
+    first = _drain(part, 20)
+    assert _judged(first) == []
+    (tmp_path / "b.jsonl").write_bytes(b'{"b":1}\n')
+    rest = _drain(part, 20)
+    lines = [line for b in first + rest for line in b.lines]
+    assert lines[-1] == b'{"b":1}'
+    good = lines[:-2]
+    assert good == data.splitlines()[:len(good)]
+    assert [(n, reason) for n, reason, _ in _judged(rest)] == [(len(good) + 1, "unreadable_input")]
+    assert part.snapshot() == (str(tmp_path / "b.jsonl"), 1, 8)
     part.close()
