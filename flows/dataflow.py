@@ -57,7 +57,7 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     else:
         source = LineSource(list(opts.parts), opts.follow)
     lines = op.input("read", flow, source)
-    # SourceBatch(part, first_line, file, lines, eof, idle_ms)
+    # SourceBatch(part, first_line, file, lines, eof, idle_ms, judged)
     packets = op.flat_map("decode_and_route", lines, router.route)
     # (identity shard key, ToIdentity)
     # In a cluster, records bound for the stateful steps are sealed (packets.Sealed): they

@@ -422,6 +422,7 @@ def summarize(warehouse: Path, triggers: Path, dead: Path, elapsed: float) -> di
                              "point --warehouse at a new path or at a warehouse an earlier run published")
         last = dict(zip(cols, newest))
         by_action = dict(con.execute("SELECT action, count(*) FROM triggers GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
+        by_reason = dict(con.execute("SELECT reason, count(*) FROM dead_letters GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
         known = scalar(con, "SELECT count(*) FROM contacts WHERE user_id IS NOT NULL")
     finally:
         con.close()
@@ -434,6 +435,7 @@ def summarize(warehouse: Path, triggers: Path, dead: Path, elapsed: float) -> di
         "lines_read": last["lines_read"],
         "accepted": last["accepted"],
         "dead_lettered": last["dead_lettered"],
+        "dead_letters_by_reason": by_reason,
         "duplicates": last["duplicates"],
         "late": last["late"],
         "buffered": last["buffered"],
@@ -456,6 +458,8 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
           "accepted + dead-lettered + duplicates)", file=out)
     print(f"accepted       {s['accepted']:>12,}", file=out)
     print(f"dead-lettered  {s['dead_lettered']:>12,}   -> {s['dead_letter_file']}", file=out)
+    for reason, n in s.get("dead_letters_by_reason", {}).items():
+        print(f"  {reason:<20} {n:>8,}", file=out)
     print(f"duplicates     {s['duplicates']:>12,}", file=out)
     print(f"late           {s['late']:>12,}   (beyond the allowed lateness, applied just past the watermark)", file=out)
     print(f"contacts       {s['contacts']:>12,}   ({s['known_contacts']:,} known)", file=out)

@@ -101,6 +101,13 @@ def test_summary_and_exit_code(clickstream: Path, tmp_path: Path) -> None:
     for word in ("lines read", "reconciles", "accepted", "dead-lettered", "duplicates", "late", "contacts",
                  "triggers", "send_email", "throughput", "lines/s", "modules", "warehouse"):
         assert word in out, out
+    # Dead letters by reason, like triggers by action: they add up to the dead-lettered count.
+    rows = out.splitlines()
+    at = next(i for i, l in enumerate(rows) if l.startswith("dead-lettered"))
+    end = next(i for i, l in enumerate(rows) if l.startswith("duplicates"))
+    by_reason = {l.split()[0]: int(l.split()[1].replace(",", "")) for l in rows[at + 1:end]}
+    assert {"invalid_json", "too_large", "bad_timestamp"} <= by_reason.keys(), out
+    assert sum(by_reason.values()) == int(rows[at].split()[1].replace(",", "")), out
     # The worker's time by step: every step of the flow took some, and the shares add up to the run.
     line = next(l for l in out.splitlines() if l.startswith("time by step"))
     shares = dict(re.findall(r"(\w+) (\d+)%", line))
