@@ -12,6 +12,7 @@ from .events import EVENT_TYPES, Event, Rejection
 from .timeutil import MAX_EVENT_MS, MIN_EVENT_MS, parse_iso_ms
 
 MAX_EVENT_BYTES: Final = 32 * 1024
+_BOM: Final = b"\xef\xbb\xbf"
 MAX_ID_CHARS: Final = 256
 
 # Placeholders that broken trackers send instead of a real id. Accepting them would
@@ -322,13 +323,23 @@ def decode_line(raw: bytes, source: str = "", consent_category: str | None = Non
     return out
 
 
-def _decode(raw: bytes, source: str) -> Event | Rejection:
+def _decode(raw: bytes, source: str, strip_bom: bool = True) -> Event | Rejection:
     try:
         if len(raw) > MAX_EVENT_BYTES:
             return Rejection("too_large", too_large_detail(len(raw)), _raw_text(raw), source)
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as ex:
+            if strip_bom and raw.startswith(_BOM):
+                # A UTF-8 byte order mark, as Windows tools write at the start of a file (or of
+                # each file of a concatenation): not part of the event. Looked for only here,
+                # where the parse already failed, so other lines pay nothing. A rejection
+                # still keeps the whole line.
+                out = _decode(raw[len(_BOM):], source, False)
+                if type(out) is Event:
+                    return out
+                inner: Rejection = out  # type: ignore[assignment]
+                return Rejection(inner.reason, inner.detail, _raw_text(raw), source)
             if not raw.strip():
                 return Rejection("empty_line", "the line is blank", _raw_text(raw), source)
             return Rejection("invalid_json", str(ex)[:200], _raw_text(raw), source)

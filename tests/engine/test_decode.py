@@ -132,6 +132,25 @@ def test_every_reason_decode_can_give_has_a_row() -> None:
     assert covered == set(REASONS) - {"no_consent", "webhook_failed", "unreadable_input"}
 
 
+@pytest.mark.parametrize("bare", [line(), line(messageId=DROP), b"  " + line()], ids=["plain", "hashed_id", "indented"])
+def test_a_byte_order_mark_at_the_start_of_a_line_is_ignored(bare: bytes) -> None:
+    """A UTF-8 BOM (a Windows-written file's first line) decodes to the event of the line without it, id included."""
+    assert decode_line(b"\xef\xbb\xbf" + bare) == decode_line(bare)
+    assert isinstance(decode_line(bare), Event)
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"\xef\xbb\xbf", "empty_line"),
+    (b"\xef\xbb\xbf{oops", "invalid_json"),
+    (b"\xef\xbb\xbf\xef\xbb\xbf{}", "invalid_json"),  # one mark is a file's start; two are damage
+], ids=["mark_only", "mark_then_junk", "two_marks"])
+def test_what_follows_a_byte_order_mark_is_judged_as_usual(raw: bytes, reason: str) -> None:
+    """Past the mark the line is decoded as any other: blank, or not JSON."""
+    out = decode_line(raw)
+    assert isinstance(out, Rejection) and out.reason == reason
+    assert out.raw == raw.decode()  # the dead letter keeps the mark
+
+
 def test_invalid_utf8_is_invalid_json_and_keeps_the_raw_text() -> None:
     """Bytes that are not UTF-8 are invalid_json; the dead letter keeps them, backslash-escaped."""
     raw = b'{"type": "page", "anonymousId": "\xff\xfe", "timestamp": "' + T0.encode() + b'"}'
