@@ -21,6 +21,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from engine.decode import too_large_detail
 
+from . import fingerprints
 from .lines import LineReader
 from .progress import PROGRESS, timed
 
@@ -97,11 +98,15 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         self.name = name
         self.follow = follow
         self.is_dir = name != "-" and Path(name).is_dir()
-        # Resume state: (current file, lines consumed in it, byte offset in it).
+        # Resume state: (current file, lines consumed in it, byte offset in it), and for a
+        # followed directory the fingerprints of the files it finished.
         self.file: str | None
         self.line_no: int
         self.offset: int
-        self.file, self.line_no, self.offset = resume if resume is not None else (None, 0, 0)
+        self.file, self.line_no, self.offset = resume[:3] if resume is not None else (None, 0, 0)
+        self.finished: set[str] = set(resume[3]) if resume is not None and len(resume) > 3 else set()
+        self.fingerprints = fingerprints.Fingerprints()
+        self.current_fp: str | None = None  # the current file's, once its first line is known
         self.fh: BinaryIO | None = None
         self.reader: LineReader | None = None
         # Nothing more can be read from the current file (a compressed stream cut short or
@@ -130,11 +135,13 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         if self.file is None:
             if not files:
                 return
-            self.file = files[0]
+            self.file = (self._pending_files() or files)[0]
         path = Path(self.file)
         if not path.exists():
             return
         self.fh = _open(path)
+        if self.is_dir and self.line_no:
+            self.current_fp = self.fingerprints.of(self.file)  # resumed past its first line
         # A followed file's writer may be mid-line: its fragment waits for the rest.
         self.reader = LineReader(self.fh, keep_partial=self.follow)
         if path.name.endswith(".gz"):
@@ -149,11 +156,49 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
     def _pending(self) -> int:
         return self.reader.pending if self.reader is not None else 0
 
-    def _later_files(self) -> list[str]:
-        """A followed directory's files after the current one, in reading order."""
-        if not self.is_dir or self.file is None:
+    def _pending_files(self) -> list[str]:
+        """A followed directory's files still to read, in name order: neither the current one nor finished ones.
+
+        Files are told apart by fingerprint (flows.fingerprints): a rotated or compressed
+        copy of a file read is not read again, a new file under an old name is. A file
+        without a complete first line yet waits.
+        """
+        if not self.is_dir:
             return []
-        return [f for f in self._candidates() if f > self.file]
+        out = []
+        for f in self._candidates():
+            if self._is_current(f):
+                continue
+            fp = self.fingerprints.of(f)
+            if fp is not None and fp != self.current_fp and fp not in self.finished:
+                out.append(f)
+        return out
+
+    def _is_current(self, path: str) -> bool:
+        """Whether ``path`` is the file being read, even renamed, or under its name a new one."""
+        if self.fh is None:
+            return path == self.file
+        try:
+            here, there = os.fstat(self.fh.fileno()), os.stat(path)
+        except OSError:
+            return path == self.file
+        return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+    def _finish_current(self) -> None:
+        """Remember the current file as read, so no copy of it is read again."""
+        if self.current_fp is not None:
+            self.finished.add(self.current_fp)
+        self.current_fp = None
+
+    def _note_first_line(self, line: bytes) -> None:
+        """The current file's fingerprint, from its first line as handed out."""
+        if not self.is_dir or self.current_fp is not None:
+            return
+        try:
+            st = os.fstat(self.fh.fileno()) if self.fh is not None else os.stat(self.file or "")
+        except OSError:
+            return
+        self.current_fp = fingerprints.of_line(line, st.st_dev, st.st_ino)
 
     def _plain_file(self) -> BinaryIO | None:
         """The open handle when it is a plain file (not stdin, not gzip), else None."""
@@ -190,9 +235,10 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
 
     def _next_file(self) -> bool:
         """Move a directory partition to its next file, if one exists."""
-        later = self._later_files()
+        later = self._pending_files()
         if not later:
             return False
+        self._finish_current()
         if self.fh is not None:
             self.fh.close()
         self.fh, self.reader, self.unreadable, self.stalled_at = None, None, False, None
@@ -231,8 +277,9 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             self.fh.seek(0)
             self.line_no, self.offset = 0, 0
             self.reader = LineReader(self.fh, keep_partial=True)
+            self._finish_current()  # what it held was read; a copy of it is not new
             return []
-        if not lines and reader.pending and (self._later_files() or self._replaced()):
+        if not lines and reader.pending and (self._pending_files() or self._replaced()):
             # The writer has moved on to a newer file, so this one is finished, and its last
             # line is a line even without a newline (as at the end of a replayed file): it
             # goes on like any other, to be applied or dead-lettered, never dropped unseen.
@@ -241,6 +288,8 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
                 judged = {0: ("too_large", too_large_detail(oversize[0], len(lines[0])))}
             self.offset += size
         if lines:
+            if first == 1:
+                self._note_first_line(lines[0])
             self.line_no += len(lines)
             self.last_data = time.monotonic()
             PROGRESS.add_read(self.name, size, len(lines))
@@ -253,7 +302,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
                     judged: dict[int, tuple[str, str]] | None) -> tuple[list[bytes], int, dict[int, tuple[str, str]] | None]:
         """A compressed file could not be read further: wait for it to grow, or dead-letter its rest."""
         error, reader.error = reader.error, None
-        if self.follow and isinstance(error, EOFError) and not self._later_files() and self.fh is not None:
+        if self.follow and isinstance(error, EOFError) and not self._pending_files() and self.fh is not None:
             # Most likely still being written (a rotation compressing it, a copy in progress):
             # read it again from its start once it grows, past the lines handed out. The
             # unfinished line goes with this handle and is read again then.
@@ -283,7 +332,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         """True while a followed compressed file that ended mid-stream has not grown (and nothing came after it)."""
         if self.stalled_at is None:
             return False
-        if self._file_size() != self.stalled_at or self._later_files():
+        if self._file_size() != self.stalled_at or self._pending_files():
             self.stalled_at = None
             return False
         return True
@@ -304,9 +353,11 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         return None
 
     def snapshot(self) -> Any:
-        """The read position: (file, lines consumed, byte offset)."""
+        """The read position: (file, lines consumed, byte offset), plus a followed directory's finished files."""
         # The offset counts the lines handed out only: a followed writer's unfinished line
         # (LineReader.partial) starts there, and is read again whole on resume.
+        if self.is_dir:
+            return (self.file, self.line_no, self.offset, tuple(sorted(self.finished)))
         return (self.file, self.line_no, self.offset)
 
     def close(self) -> None:

@@ -56,7 +56,7 @@ def test_a_followed_directory_keeps_the_last_line_of_a_file_it_moves_past(tmp_pa
     for _ in range(4):
         seen += _lines(part)
     assert seen == expected
-    assert part.snapshot() == (str(tmp_path / "b.jsonl"), 1, 8)
+    assert part.snapshot()[:3] == (str(tmp_path / "b.jsonl"), 1, 8)
     part.close()
 
 
@@ -180,5 +180,70 @@ def test_a_followed_gzip_file_cut_short_is_dead_lettered_once_a_newer_file_appea
     good = lines[:-2]
     assert good == data.splitlines()[:len(good)]
     assert [(n, reason) for n, reason, _ in _judged(rest)] == [(len(good) + 1, "unreadable_input")]
-    assert part.snapshot() == (str(tmp_path / "b.jsonl"), 1, 8)
+    assert part.snapshot()[:3] == (str(tmp_path / "b.jsonl"), 1, 8)
     part.close()
+
+
+# ------------------------------------------------------------------ a followed directory under log rotation
+
+
+def _poll(part: _LinePartition, times: int = 4) -> list[bytes]:
+    return [line for _ in range(times) for line in _lines(part)]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["renamed", "renamed_and_compressed"])
+def test_a_followed_directory_reads_the_file_recreated_under_a_rotated_name(tmp_path: Path, compress: bool) -> None:
+    """logrotate's default: events.jsonl becomes events.jsonl.1(.gz) and a new events.jsonl is written.
+
+    The new file is read although its name sorts before the rotated one, the rotated one
+    (or its compressed copy) is not read again, and a resume remembers both.
+    """
+    live = tmp_path / "events.jsonl"
+    live.write_bytes(b'{"a":1}\n{"a":2}\n')
+    part = _LinePartition(str(tmp_path), True, None)
+    assert _poll(part) == [b'{"a":1}', b'{"a":2}']
+    with live.open("ab") as fh:
+        fh.write(b'{"a":3}\n')
+    rotated = tmp_path / "events.jsonl.1"
+    live.rename(rotated)
+    if compress:
+        (tmp_path / "events.jsonl.1.gz").write_bytes(gzip.compress(rotated.read_bytes()))
+        rotated.unlink()
+    assert _poll(part) == [b'{"a":3}']  # the rest of the old file, through its open handle
+    live.write_bytes(b"")  # created empty: nothing tells it apart yet
+    assert _poll(part) == []
+    live.write_bytes(b'{"b":1}\n')
+    assert _poll(part) == [b'{"b":1}']
+    snapshot = part.snapshot()
+    with live.open("ab") as fh:
+        fh.write(b'{"b":2}\n')
+    assert _poll(part) == [b'{"b":2}']
+    resumed = _LinePartition(str(tmp_path), True, snapshot)
+    assert _poll(resumed) == [b'{"b":2}']  # not the rotated file, not events.jsonl from its start
+    part.close()
+    resumed.close()
+
+
+def test_a_followed_directory_does_not_read_a_compressed_copy_of_a_file_it_read(tmp_path: Path) -> None:
+    """Hourly files compressed after the hour: the .gz copy of a finished file is not new data."""
+    (tmp_path / "events-10.jsonl").write_bytes(b'{"h":10}\n')
+    part = _LinePartition(str(tmp_path), True, None)
+    assert _poll(part) == [b'{"h":10}']
+    (tmp_path / "events-11.jsonl").write_bytes(b'{"h":11}\n')
+    assert _poll(part) == [b'{"h":11}']
+    (tmp_path / "events-10.jsonl.gz").write_bytes(gzip.compress(b'{"h":10}\n'))
+    (tmp_path / "events-10.jsonl").unlink()
+    (tmp_path / "events-11.jsonl.gz").write_bytes(gzip.compress(b'{"h":11}\n'))  # of the current file, too
+    assert _poll(part) == []
+    (tmp_path / "events-12.jsonl").write_bytes(b'{"h":12}\n')
+    assert _poll(part) == [b'{"h":12}']
+    part.close()
+
+
+def test_a_followed_directory_resumes_from_a_snapshot_without_finished_files(tmp_path: Path) -> None:
+    """A snapshot taken before fingerprints (file, line, offset) still resumes where it says."""
+    (tmp_path / "a.jsonl").write_bytes(b'{"a":1}\n{"a":2}\n')
+    resumed = _LinePartition(str(tmp_path), True, (str(tmp_path / "a.jsonl"), 1, 8))
+    assert _poll(resumed) == [b'{"a":2}']
+    assert resumed.snapshot()[:3] == (str(tmp_path / "a.jsonl"), 2, 16)
+    resumed.close()
