@@ -12,9 +12,10 @@ person (the contact itself, and the anonymous profiles that merged into it):
   and reasons; the ``contact_deleted`` trigger stays whole, as the record of the erasure;
 - ``contacts``: only the erased row and the merge tombstones, which the current-state
   tables are built from (the newest row per contact wins, and those are the newest);
-- ``identities``: everything (ids only: they keep suppressing later events).
-
-Dead letters hold raw lines that are not matched to contacts.
+- ``identities``: everything (ids only: they keep suppressing later events);
+- ``dead_letters``: the rows, without the raw line of any that names the person by one of
+  their ids (``userId``, ``anonymousId`` or ``previousId``; a rejected line has no contact,
+  so the ids in its text are what ties it to one).
 """
 
 from __future__ import annotations
@@ -33,20 +34,38 @@ from .sqltext import sql_list, sql_path
 ERASED_IDS = ("SELECT contact_id AS id FROM contacts WHERE deleted UNION SELECT m.anonymous_id FROM merges m "
               "JOIN contacts c ON c.contact_id = m.contact_id WHERE c.deleted")
 
+# Every id an erased person is known by: the ids above, and the devices linked to them.
+ERASED_IDENTIFIERS = (f"SELECT id FROM ({ERASED_IDS}) UNION SELECT identifier FROM identities "
+                      f"WHERE contact_id IN ({ERASED_IDS})")
+# The ids a dead letter's raw line names someone by, found by pattern rather than parsed, so
+# that lines which are not valid JSON are covered too.
+_NAMED_IDS = """regexp_extract_all(raw, '"(?:userId|anonymousId|previousId)"\\s*:\\s*"([^"\\\\]*)"', 1)"""
+
+
+def names_any(ids: str, raw: str = "raw") -> str:
+    """SQL: whether a dead letter's ``raw`` names one of the ids the query ``ids`` gives (column ``id``)."""
+    return f"list_has_any({_NAMED_IDS.replace('(raw,', f'({raw},')}, (SELECT list(id) FROM ({ids})))"
+
+
 # Per table: which stored rows hold an erased person's data, and the rewrite's SELECT.
 _BLANKED = ("email", "params", "reason")
 _RULES: dict[str, tuple[str, str]] = {
-    "events": ("TRUE", "SELECT * FROM {src} WHERE contact_id NOT IN (SELECT id FROM {ids})"),
+    "events": ("contact_id IN (SELECT id FROM {ids})",
+               "SELECT * FROM {src} WHERE contact_id NOT IN (SELECT id FROM {ids})"),
     "triggers": (
-        "action <> 'contact_deleted'",
+        "contact_id IN (SELECT id FROM {ids}) AND action <> 'contact_deleted'",
         "SELECT * REPLACE ("
         + ", ".join(f"CASE WHEN action <> 'contact_deleted' AND contact_id IN (SELECT id FROM {{ids}}) "
                     f"THEN NULL ELSE {col} END AS {col}" for col in _BLANKED)
         + ") FROM {src}",
     ),
     "contacts": (
-        "NOT deleted AND NOT erased",
+        "contact_id IN (SELECT id FROM {ids}) AND NOT deleted AND NOT erased",
         "SELECT * FROM {src} WHERE deleted OR erased OR contact_id NOT IN (SELECT id FROM {ids})",
+    ),
+    "dead_letters": (
+        "raw <> '' AND " + names_any("SELECT id FROM {ids}"),
+        "SELECT * REPLACE (CASE WHEN " + names_any("SELECT id FROM {ids}") + " THEN '' ELSE raw END AS raw) FROM {src}",
     ),
 }
 _REWRITTEN = re.compile(r"\.e\d+$")  # the suffix of a part rewritten before
@@ -80,7 +99,7 @@ def purge_erased(con: duckdb.DuckDBPyConnection, parts: dict[str, list[str]], pu
     ``con`` has the snapshot being built as its current database, with its current-state
     tables already up to date. ``parts`` (table -> part paths) is updated in place.
     """
-    erased = {row[0] for row in con.execute(ERASED_IDS).fetchall()}
+    erased = {row[0] for row in con.execute(ERASED_IDENTIFIERS).fetchall()}
     new = erased - purged
     if not new:
         return Purge()
@@ -93,7 +112,7 @@ def purge_erased(con: duckdb.DuckDBPyConnection, parts: dict[str, list[str]], pu
             continue
         hit = con.execute(
             f"SELECT DISTINCT filename FROM read_parquet({sql_list(parts[table])}, filename = true) "
-            f"WHERE contact_id IN (SELECT id FROM {ids}) AND {holds}").fetchall()
+            f"WHERE {holds.format(ids=ids)}").fetchall()
         swaps: dict[str, str] = {}
         for (found,) in hit:
             old = next(p for p in parts[table] if Path(p) == Path(found))

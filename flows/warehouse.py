@@ -42,7 +42,7 @@ import schemas
 from . import rows
 from .packets import Export, unseal
 from .progress import PROGRESS, timed
-from .purge import ERASED_IDS, Purge, purge_erased, rewritten_name
+from .purge import ERASED_IDENTIFIERS, ERASED_IDS, Purge, names_any, purge_erased, rewritten_name
 from .sqltext import scalar
 from .sqltext import sql_list as _list
 from .sqltext import sql_path as _sql_path
@@ -58,6 +58,9 @@ DERIVED = {
     # An anonymous profile's events belong to the contact it merged into.
     "events": {"contact_id": "COALESCE((SELECT m.contact_id FROM merges m WHERE m.anonymous_id = p.contact_id), p.contact_id)"},
     "triggers": {col: f"CASE WHEN {_ERASED_TRIGGER} THEN NULL ELSE p.{col} END" for col in ("email", "params", "reason")},
+    # A rejected line that names an erased person keeps its reason, detail and source, not its
+    # text: at once here, on disk from the purge (and here alone for lines rejected after it).
+    "dead_letters": {"raw": f"CASE WHEN {names_any(ERASED_IDENTIFIERS, 'p.raw')} THEN '' ELSE p.raw END"},
 }
 # Rows of append-only views that are hidden: the events of contacts erased on request.
 FILTERS = {"events": "contact_id NOT IN (SELECT contact_id FROM contacts WHERE deleted)"}

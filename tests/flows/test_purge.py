@@ -61,7 +61,7 @@ def _all_rows(files: list[Path]) -> list[tuple]:
 def _erased_ids(path: Path) -> set[str]:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return {r[0] for r in con.execute(purge.ERASED_IDS).fetchall()}
+        return {r[0] for r in con.execute(purge.ERASED_IDENTIFIERS).fetchall()}
     finally:
         con.close()
 
@@ -148,3 +148,59 @@ def test_rewritten_names_keep_the_sequence_prefix(part: str, build: int, expecte
     assert purge.rewritten_name(part, build) == expected
     # Contacts parts sort by name for "the newest row wins": a rewrite sorts where its original did.
     assert sorted([expected, "p/00000041-ab12cd34.parquet", "p/00000043-ab12cd34.parquet"])[1] == expected
+
+
+def test_an_erasure_blanks_the_dead_letters_that_name_the_person(tmp_path: Path) -> None:
+    """Rejected lines carrying the erased person's userId or one of their devices' anonymousIds
+    lose their raw text, in the published view and in the Parquet parts; other dead letters keep it."""
+    import orjson
+
+    from .conftest import run_into
+
+    ts = "2026-01-05T08:00:0{}Z"
+
+    def line(n: int, **fields: object) -> bytes:
+        return orjson.dumps({"messageId": f"m{n}", "timestamp": ts.format(n), **fields})
+
+    lines = [
+        line(1, type="identify", userId="u-erase", anonymousId="a-erase", traits={"email": "e@x.example"}),
+        line(2, type="track", event="Viewed", userId="u-erase", timestamp="yesterday"),  # bad_timestamp
+        b'{"type":"page","anonymousId" : "a-erase","properties":{"path":"/x"',  # invalid_json, still naming the device
+        line(4, type="track", event="Viewed", userId="u-keep", timestamp="yesterday"),  # someone else's
+        line(5, type="track", event="Contact Deleted", userId="u-erase"),
+        line(6, type="track", event="Viewed", userId="u-erase", timestamp="later"),  # rejected after the erasure
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    run_into(tmp_path / "out", [path])
+    warehouse = tmp_path / "out" / "warehouse.duckdb"
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        view = dict(con.execute("SELECT source, raw FROM dead_letters").fetchall())
+    finally:
+        con.close()
+    by_line = {int(src.rpartition(":")[2]): raw for src, raw in view.items()}
+    assert by_line == {2: "", 3: "", 4: lines[3].decode(), 6: ""}
+    files = sorted((tmp_path / "out" / "warehouse.duckdb.parts" / "dead_letters").glob("*.parquet"))
+    on_disk = {int(r[3].rpartition(":")[2]): r[2] for r in _all_rows(files)}
+    assert on_disk == by_line  # the build that applied the erasure rewrote the part
+    assert b"u-erase" in (tmp_path / "out" / "dead_letters.jsonl").read_bytes()  # a stream, like the triggers file
+
+
+@pytest.mark.parametrize(("raw", "named"), [
+    ('{"userId":"u-1","timestamp":"x"}', True),
+    ('{"type":"page", "anonymousId" : "d-1"', True),  # not valid JSON, spaces around the colon
+    ('{"type":"alias","previousId":"d-1","userId":"u-9"}', True),
+    ('{"userId":"u-10"}', False),  # a longer id is another person
+    ('{"properties":{"note":"u-1"}}', False),  # the id outside an identity key
+    ('not json at all', False),
+], ids=["user_id", "device_broken_json", "previous_id", "longer_id", "other_key", "junk"])
+def test_which_dead_letters_name_a_person(raw: str, named: bool) -> None:
+    """A dead letter names a person when an identity key of its raw text holds one of their ids, exactly."""
+    con = duckdb.connect()
+    try:
+        ids = "SELECT unnest(['u-1', 'd-1']) AS id"
+        got = con.execute("SELECT " + purge.names_any(ids, "?"), [raw]).fetchone()
+    finally:
+        con.close()
+    assert got == (named,)
