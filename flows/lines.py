@@ -10,10 +10,6 @@ import gzip
 import zlib
 from typing import Any
 
-# What a compressed input raises where its stream is cut short or corrupt: the rest of it
-# cannot be read, but the lines before it can.
-UNREADABLE = (EOFError, gzip.BadGzipFile, zlib.error)
-
 # The most of one line that is ever held in memory. Anything over 32 KB is dead-lettered
 # as ``too_large`` anyway; a longer line (a dump without newlines dropped into a followed
 # directory, say) keeps only its first MAX_LINE_BYTES, and its real size, instead of being
@@ -32,8 +28,8 @@ class LineReader:
         self.max_line = max_line
         self.partial = b""  # the start of an unfinished line, at most max_line bytes
         self.skipped = 0  # bytes of that line read past max_line and let go
-        # Why the file cannot be read further (see UNREADABLE); set by the read that met it,
-        # which still returns the lines before.
+        # Why the file cannot be read further; set by the read that met it, which still
+        # returns the lines before.
         self.error: BaseException | None = None
 
     @property
@@ -60,7 +56,7 @@ class LineReader:
                     return False
                 if raw.endswith(b"\n"):
                     count -= 1
-        except (EOFError, gzip.BadGzipFile, zlib.error):  # UNREADABLE
+        except (EOFError, gzip.BadGzipFile, zlib.error):  # as in read()
             return False
         return True
 
@@ -81,7 +77,9 @@ class LineReader:
         while len(lines) < max_lines and size < max_bytes:
             try:
                 raw: bytes = readline(limit)
-            except (EOFError, gzip.BadGzipFile, zlib.error) as ex:  # UNREADABLE
+            except (EOFError, gzip.BadGzipFile, zlib.error) as ex:
+                # A compressed stream cut short or corrupt: the rest of the file cannot be
+                # read, but the lines before can, so they are returned.
                 self.error = ex
                 break
             if not raw:
