@@ -58,7 +58,10 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                      help="JSONL file or kafka://host:port/topic for rejected lines (default: dead_letters.jsonl "
                      "next to --triggers, or next to --warehouse when --triggers is a topic)")
     run.add_argument("--follow", action="store_true",
-                     help="keep tailing the inputs for new lines and new files (live operation; stop with Ctrl-C)")
+                     help="keep tailing the inputs for new lines and new files, like tail -F (live operation; "
+                          "stop with Ctrl-C). Survives log rotation: a followed directory knows its files by "
+                          "their first line, so a renamed or compressed copy is not read twice and a file "
+                          "recreated under an old name is read")
     run.add_argument("--kafka-eof", action="store_true",
                      help="with Kafka input: end each partition once it has read everything the broker holds, "
                      "then finish like a file replay (backfills, tests)")
