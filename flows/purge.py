@@ -37,14 +37,14 @@ ERASED_IDS = ("SELECT contact_id AS id FROM contacts WHERE deleted UNION SELECT 
 # Every id an erased person is known by: the ids above, and the devices linked to them.
 ERASED_IDENTIFIERS = (f"SELECT id FROM ({ERASED_IDS}) UNION SELECT identifier FROM identities "
                       f"WHERE contact_id IN ({ERASED_IDS})")
-# The ids a dead letter's raw line names someone by, found by pattern rather than parsed, so
-# that lines which are not valid JSON are covered too.
-_NAMED_IDS = """regexp_extract_all(raw, '"(?:userId|anonymousId|previousId)"\\s*:\\s*"([^"\\\\]*)"', 1)"""
+# Where a dead letter's raw line names someone: the value of an identity key, found by
+# pattern rather than parsed, so that lines which are not valid JSON are covered too.
+_ID_VALUE = r'"(?:userId|anonymousId|previousId)"\s*:\s*"([^"\\]*)"'
 
 
 def names_any(ids: str, raw: str = "raw") -> str:
     """SQL: whether a dead letter's ``raw`` names one of the ids the query ``ids`` gives (column ``id``)."""
-    return f"list_has_any({_NAMED_IDS.replace('(raw,', f'({raw},')}, (SELECT list(id) FROM ({ids})))"
+    return f"list_has_any(regexp_extract_all({raw}, '{_ID_VALUE}', 1), (SELECT list(id) FROM ({ids})))"
 
 
 # Per table: which stored rows hold an erased person's data, and the rewrite's SELECT.
