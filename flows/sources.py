@@ -81,8 +81,25 @@ def expand_inputs(paths: list[str], follow: bool) -> list[str]:
     return parts
 
 
+# What a directory's files must end with to be read; anything else in it is left alone.
+INPUT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".ndjson", ".gz")
+
+
 def _dir_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith((".jsonl", ".json", ".jsonl.gz", ".ndjson", ".gz")))
+    return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(INPUT_SUFFIXES))
+
+
+def ignored_files(paths: list[str]) -> dict[str, list[str]]:
+    """Per --input directory, the files in it that are not read (not JSONL by name); hidden ones aside."""
+    out: dict[str, list[str]] = {}
+    for raw in paths:
+        path = Path(raw)
+        if raw != "-" and path.is_dir():
+            names = sorted(p.name for p in path.iterdir()
+                           if p.is_file() and not p.name.startswith(".") and not p.name.endswith(INPUT_SUFFIXES))
+            if names:
+                out[raw] = names
+    return out
 
 
 def _open(path: Path) -> BinaryIO:

@@ -159,7 +159,7 @@ def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = Tru
 def _input_parts(args: argparse.Namespace) -> tuple[tuple[str, ...], str | None]:
     """The input partitions, and the Kafka URL when the input is a topic."""
     from flows.kafka import is_kafka_url, list_kafka_parts, parse_kafka_url
-    from flows.sources import expand_inputs
+    from flows.sources import INPUT_SUFFIXES, expand_inputs, ignored_files
 
     kafka = [i for i in args.input if is_kafka_url(i)]
     if kafka:
@@ -175,8 +175,15 @@ def _input_parts(args: argparse.Namespace) -> tuple[tuple[str, ...], str | None]
         parts = tuple(expand_inputs(args.input, args.follow))
     except (FileNotFoundError, ValueError) as ex:
         raise UsageError(str(ex)) from None
+    suffixes = ", ".join(INPUT_SUFFIXES)
+    # Said once per run: spawned cluster processes read the same directories.
+    for folder, names in ({} if getattr(args, "spawned", False) else ignored_files(args.input)).items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        print(f"leadstream run: --input {folder}: not reading {len(names)} file(s) whose names do not end with "
+              f"{suffixes}: {shown}", file=sys.stderr)
     if not parts:
-        raise UsageError("--input names no JSONL files (a directory must hold .jsonl or .jsonl.gz files)")
+        raise UsageError(f"--input names no JSONL files (a directory's files must end with {suffixes}; "
+                         "rename them, or point --input at the files themselves)")
     return parts, None
 
 

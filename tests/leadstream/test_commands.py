@@ -56,3 +56,31 @@ def test_run_refuses_flag_mistakes_before_it_starts(tmp_path: Path, capsys: pyte
     assert main(argv) == 2
     assert f"leadstream run: {message}" in capsys.readouterr().err
     assert not (out / "w").exists() and not (out / "t.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("files", "said", "status"),
+    [
+        (["a.jsonl", "b.log", "notes.txt", ".DS_Store"], "not reading 2 file(s) whose names do not end with "
+         ".jsonl, .json, .jsonl.gz, .ndjson, .gz: b.log, notes.txt", 0),
+        (["x.log"], "--input names no JSONL files (a directory's files must end with .jsonl, .json, .jsonl.gz, "
+         ".ndjson, .gz; rename them, or point --input at the files themselves)", 2),
+    ],
+    ids=["some-ignored", "none-readable"],
+)
+def test_run_says_which_files_of_a_directory_it_does_not_read(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              files: list[str], said: str, status: int) -> None:
+    """Files a directory input skips are named on stderr (hidden ones aside), not passed over in silence."""
+    from leadstream.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in files:
+        (folder / name).write_text('{"type": "page", "anonymousId": "a-1", "timestamp": "2026-01-05T08:00:00Z"}\n')
+    out = tmp_path / "out"
+    config = Path(__file__).resolve().parents[2] / "examples" / "marketing.toml"
+    argv = ["run", "--config", str(config), "--input", str(folder), "--warehouse", str(out / "w"),
+            "--triggers", str(out / "t.jsonl"), "--quiet"]
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert said in err and ".DS_Store" not in err
