@@ -12,6 +12,11 @@ from .events import EVENT_TYPES, Event, Rejection
 from .timeutil import MAX_EVENT_MS, MIN_EVENT_MS, parse_iso_ms
 
 MAX_EVENT_BYTES: Final = 32 * 1024
+# How far an event's timestamp may lie after its receivedAt (when the line has one: Segment
+# sets it on receipt). An event cannot happen after it was received, so more than a little
+# means the sending device's clock runs ahead; accepted, it would carry its input's watermark
+# that far into the future, making every later event late and firing timers early.
+MAX_AHEAD_OF_RECEIPT_MS: Final = 5 * 60_000
 _BOM: Final = b"\xef\xbb\xbf"
 MAX_ID_CHARS: Final = 256
 
@@ -116,6 +121,17 @@ def _optional_str(obj: dict[str, Any], key: str) -> str | None:
     raise _Reject("wrong_type", f"{key} must be a string, got {type(value).__name__}")
 
 
+def _ahead_of_receipt(ts: int, received: Any) -> int:
+    """How many ms ``ts`` lies beyond the allowance after ``received`` (receivedAt); 0 when within it or unreadable."""
+    if type(received) is not str:
+        return 0
+    try:
+        at = parse_iso_ms(received)
+    except (ValueError, OverflowError, OSError):
+        return 0  # receivedAt is Segment's to set, and optional: one that does not parse is ignored
+    return max(0, ts - at - MAX_AHEAD_OF_RECEIPT_MS)
+
+
 def _timestamp(obj: dict[str, Any]) -> int:
     value = obj.get("timestamp")
     key = "timestamp"
@@ -131,6 +147,11 @@ def _timestamp(obj: dict[str, Any]) -> int:
         raise _Reject("bad_timestamp", f"{key} {value[:64]!r} is not ISO-8601") from None
     if not MIN_EVENT_MS <= ms < MAX_EVENT_MS:
         raise _Reject("bad_timestamp", f"{key} {value!r} is outside 2000-01-01..2100-01-01")
+    received = obj.get("receivedAt")
+    if received is not None and _ahead_of_receipt(ms, received):
+        ahead_s = (ms - parse_iso_ms(received)) / 1000
+        raise _Reject("bad_timestamp", f"{key} {value[:64]!r} is {ahead_s:,.0f} s after receivedAt {received[:64]!r} "
+                      f"(at most {MAX_AHEAD_OF_RECEIPT_MS // 1000} s): the sending device's clock runs ahead")
     return ms
 
 
@@ -205,6 +226,9 @@ def _fast_build(obj: dict[str, Any]) -> Event | None:
     except (ValueError, OverflowError, OSError):
         return None
     if not MIN_EVENT_MS <= ts < MAX_EVENT_MS:
+        return None
+    received = obj.get("receivedAt")
+    if received is not None and _ahead_of_receipt(ts, received):
         return None
     properties = obj.get("properties")
     context = obj.get("context")

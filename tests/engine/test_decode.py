@@ -151,6 +151,26 @@ def test_what_follows_a_byte_order_mark_is_judged_as_usual(raw: bytes, reason: s
     assert out.raw == raw.decode()  # the dead letter keeps the mark
 
 
+@pytest.mark.parametrize(("received", "accepted"), [
+    ("2026-01-05T08:00:02.000Z", True),  # received after it happened: the usual case
+    ("2026-01-05T07:55:00.000Z", True),  # 5 minutes ahead of receipt: within the allowance
+    ("2026-01-05T07:54:59.999Z", False),  # a millisecond more
+    ("2026-01-05T08:30:00.000+02:00", False),  # an offset: 06:30 UTC, 90 minutes before
+    ("2025-12-31T00:00:00Z", False),  # a device clock days ahead
+    ("not a time", True),  # Segment's field, and optional: one that does not parse is ignored
+    (1767600000000, True),
+], ids=["after", "at-allowance", "just-over", "offset", "days", "unparsable", "number"])
+def test_a_timestamp_after_receipt_is_a_clock_running_ahead(received: Any, accepted: bool) -> None:
+    """An event cannot happen after it was received: more than 5 minutes ahead of receivedAt is bad_timestamp."""
+    for etype in ("page", "alias"):  # the fast path and the checked one
+        out = decode_line(line(etype, receivedAt=received))
+        if accepted:
+            assert isinstance(out, Event) and out.ts == T0_MS
+        else:
+            assert isinstance(out, Rejection) and out.reason == "bad_timestamp", out
+            assert "after receivedAt" in out.detail and "clock runs ahead" in out.detail
+
+
 def test_invalid_utf8_is_invalid_json_and_keeps_the_raw_text() -> None:
     """Bytes that are not UTF-8 are invalid_json; the dead letter keeps them, backslash-escaped."""
     raw = b'{"type": "page", "anonymousId": "\xff\xfe", "timestamp": "' + T0.encode() + b'"}'
@@ -263,7 +283,7 @@ JSON_VALUES = st.recursive(
     max_leaves=12,
 )
 SEGMENT_KEYS = ("type", "anonymousId", "userId", "previousId", "groupId", "event", "name", "properties",
-                "traits", "context", "messageId", "timestamp", "originalTimestamp")
+                "traits", "context", "messageId", "timestamp", "originalTimestamp", "receivedAt")
 SEGMENTISH = st.dictionaries(
     st.sampled_from(SEGMENT_KEYS),
     st.one_of(JSON_VALUES, st.sampled_from(["page", "track", "alias", "group", "identify", "screen", T0, "anon-1", "null", ""])),
@@ -304,6 +324,7 @@ EDGE_VALUES: list[Any] = [
     "2026-01-05T08:00:00.5Z", "1999-12-31T23:59:59.999Z", "2100-01-01T00:00:00.000Z", "2026-01-05 08:00:00",
     "2026-01-05T08:00:00.000+02:00", "yesterday", 0, 1.5, True, [], {}, {"traits": {"email": "a@b.example"}},
     {"email": "c@d.example"}, ["anon-1"],
+    "2026-01-05T07:55:00.000Z", "2026-01-05T07:54:59.999Z",  # as receivedAt: 5 minutes before T0, and just over
 ]
 EDGY = st.sampled_from(EDGE_VALUES)
 # A valid event with one to three fields replaced by edge values (or removed).
