@@ -28,8 +28,35 @@ from urllib.parse import urlsplit
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from engine.decode import too_large_detail
+
+from .lines import MAX_LINE_BYTES
 from .progress import PROGRESS, timed
 from .sources import IDLE_AFTER_S, MAX_BATCH_LINES, POLL, STOP, SourceBatch
+
+
+def message_batches(name: str, msgs: list[Any]) -> list[SourceBatch]:
+    """One partition's fetched messages as batches of lines, a new batch wherever offsets skip.
+
+    A message longer than the file sources' line limit is cut to it and judged ``too_large``
+    here, as a file line would be: the broker's own limit (1 MB by default) may be raised.
+    """
+    batches: list[SourceBatch] = []
+    current: SourceBatch | None = None
+    for msg in msgs:
+        value = msg.value if msg.value is not None else b""  # a tombstone is an empty line: dead-lettered
+        if current is None or msg.offset != current.first_line + len(current.lines) \
+                or len(current.lines) >= MAX_BATCH_LINES:
+            current = SourceBatch(name, msg.offset, name, [])
+            batches.append(current)
+        line = value.rstrip(b"\r\n")
+        if len(line) > MAX_LINE_BYTES:
+            if current.judged is None:
+                current.judged = {}
+            current.judged[len(current.lines)] = ("too_large", too_large_detail(len(line), MAX_LINE_BYTES))
+            line = line[:MAX_LINE_BYTES]
+        current.lines.append(line)
+    return batches
 
 
 @dataclass(frozen=True)
@@ -134,18 +161,9 @@ class _KafkaLinePartition(StatefulSourcePartition[SourceBatch, Any]):
             return []
         self.was_empty = False
         self.last_data = time.monotonic()
-        batches: list[SourceBatch] = []
-        current: SourceBatch | None = None
-        size = 0
-        for msg in msgs:
-            value = msg.value if msg.value is not None else b""  # a tombstone is an empty line: dead-lettered
-            size += len(value)
-            if current is None or msg.offset != current.first_line + len(current.lines) \
-                    or len(current.lines) >= MAX_BATCH_LINES:
-                current = SourceBatch(self.name, msg.offset, self.name, [])
-                batches.append(current)
-            current.lines.append(value.rstrip(b"\r\n"))
-        PROGRESS.add_read(self.name, size, sum(len(b.lines) for b in batches))
+        fetched = list(msgs)
+        batches = message_batches(self.name, fetched)
+        PROGRESS.add_read(self.name, sum(len(m.value or b"") for m in fetched), sum(len(b.lines) for b in batches))
         return batches
 
     def _caught_up(self) -> bool:

@@ -248,3 +248,22 @@ def test_kafka_usage_errors(broker: Broker, clickstream: Path, tmp_path: Path) -
     assert res.returncode == 2 and "host:port" in res.stderr, res.stderr
     res = leadstream("run", "--config", str(CONFIG), "--input", str(clickstream), "--kafka-eof", *common, check=False)
     assert res.returncode == 2 and "kafka://" in res.stderr, res.stderr
+
+
+def test_messages_become_batches_of_lines_with_long_ones_cut() -> None:
+    """Offsets number the lines, a gap starts a new batch, a tombstone is an empty line, and a
+    message over the line limit is cut to it and judged too_large, as a file's line would be."""
+    from types import SimpleNamespace
+
+    from flows.kafka import message_batches
+    from flows.lines import MAX_LINE_BYTES
+
+    huge = b'{"x":"' + b"y" * MAX_LINE_BYTES + b'"}'
+    msgs = [SimpleNamespace(offset=o, value=v) for o, v in
+            [(5, b'{"a":1}\n'), (6, huge), (7, None), (9, b'{"b":2}')]]
+    batches = message_batches("t:0", msgs)
+    assert [(b.first_line, b.lines) for b in batches] == [
+        (5, [b'{"a":1}', huge[:MAX_LINE_BYTES], b""]), (9, [b'{"b":2}'])]
+    assert batches[0].judged == {1: ("too_large", f"{len(huge)} bytes; the limit is 32768; "
+                                                  f"raw keeps only its first {MAX_LINE_BYTES} bytes")}
+    assert batches[1].judged is None
