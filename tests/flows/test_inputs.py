@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,40 @@ def _wait_for_lines(path: Path, n: int, timeout: float = 60) -> None:
     raise AssertionError(f"{path} did not reach {n} lines")
 
 
+def _follow_then_compare(folder: Path, lines: list[bytes], tmp_path: Path, change: Callable[[], None]) -> None:
+    """Follow ``folder``, let ``change`` write the rest of ``lines`` once triggers flow, stop with
+    SIGTERM once every line is in, and compare with a replay of ``lines``: every line read once,
+    the same trigger ids, the same contacts."""
+    out = tmp_path / "live"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leadstream.cli", "run", "--config", str(CONFIG), "--input", str(folder), "--follow",
+         "--warehouse", str(out / "w.duckdb"), "--triggers", str(out / "t.jsonl"), "--snapshot-interval", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for_lines(out / "t.jsonl", 1)
+        change()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (out / "w.duckdb").exists() and last_snapshot(out / "w.duckdb")["lines_read"] >= len(lines):
+                break
+            time.sleep(0.2)
+        time.sleep(1.5)  # a line read twice would show up by now
+        assert proc.poll() is None, "a followed run keeps going at the end of its files"
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert f"lines read     {len(lines):>12,}" in stdout, stdout
+    replay = tmp_path / "replay.jsonl"
+    replay.write_bytes(b"".join(lines))
+    run_into(tmp_path / "replayed", [replay])
+    assert sorted(trigger_ids(out / "t.jsonl")) == sorted(trigger_ids(tmp_path / "replayed" / "triggers.jsonl"))
+    assert tables(out / "w.duckdb")["contacts"] == tables(tmp_path / "replayed" / "warehouse.duckdb")["contacts"]
+
+
 def test_follow_tails_new_lines_and_new_files(clickstream: Path, tmp_path: Path) -> None:
     """A followed directory picks up appended lines and new files; SIGTERM ends with a final snapshot.
 
@@ -49,36 +84,14 @@ def test_follow_tails_new_lines_and_new_files(clickstream: Path, tmp_path: Path)
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "a.jsonl").write_bytes(b"".join(lines[:3000]))
-    out = tmp_path / "live"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leadstream.cli", "run", "--config", str(CONFIG), "--input", str(folder), "--follow",
-         "--warehouse", str(out / "w.duckdb"), "--triggers", str(out / "t.jsonl"), "--snapshot-interval", "1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        _wait_for_lines(out / "t.jsonl", 1)
+
+    def change() -> None:
         with (folder / "a.jsonl").open("ab") as fh:
             fh.write(b"".join(lines[3000:6000]))
         time.sleep(1.0)
         (folder / "b.jsonl").write_bytes(b"".join(lines[6000:]))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (out / "w.duckdb").exists() and last_snapshot(out / "w.duckdb")["lines_read"] == 9000:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "a followed run keeps going at the end of its files"
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
-    assert "lines read            9,000" in stdout
-    replay = tmp_path / "replay.jsonl"
-    replay.write_bytes(b"".join(lines))
-    run_into(tmp_path / "replayed", [replay])
-    assert sorted(trigger_ids(out / "t.jsonl")) == sorted(trigger_ids(tmp_path / "replayed" / "triggers.jsonl"))
-    assert tables(out / "w.duckdb")["contacts"] == tables(tmp_path / "replayed" / "warehouse.duckdb")["contacts"]
+
+    _follow_then_compare(folder, lines, tmp_path, change)
 
 
 def test_follow_survives_logrotate(clickstream: Path, tmp_path: Path) -> None:
@@ -92,14 +105,8 @@ def test_follow_survives_logrotate(clickstream: Path, tmp_path: Path) -> None:
     folder.mkdir()
     live = folder / "events.jsonl"
     live.write_bytes(b"".join(lines[:3000]))
-    out = tmp_path / "live"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leadstream.cli", "run", "--config", str(CONFIG), "--input", str(folder), "--follow",
-         "--warehouse", str(out / "w.duckdb"), "--triggers", str(out / "t.jsonl"), "--snapshot-interval", "1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        _wait_for_lines(out / "t.jsonl", 1)
+
+    def change() -> None:
         with live.open("ab") as fh:
             fh.write(b"".join(lines[3000:6000]))
         time.sleep(1.0)
@@ -108,24 +115,8 @@ def test_follow_survives_logrotate(clickstream: Path, tmp_path: Path) -> None:
         live.write_bytes(b"".join(lines[6000:]))
         (folder / "events.jsonl.1.gz").write_bytes(gzip.compress(rotated.read_bytes()))
         rotated.unlink()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (out / "w.duckdb").exists() and last_snapshot(out / "w.duckdb")["lines_read"] >= 9000:
-                break
-            time.sleep(0.2)
-        time.sleep(1.5)  # a compressed copy read again would show up by now
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
-    assert "lines read            9,000" in stdout, stdout
-    replay = tmp_path / "replay.jsonl"
-    replay.write_bytes(b"".join(lines))
-    run_into(tmp_path / "replayed", [replay])
-    assert sorted(trigger_ids(out / "t.jsonl")) == sorted(trigger_ids(tmp_path / "replayed" / "triggers.jsonl"))
-    assert tables(out / "w.duckdb")["contacts"] == tables(tmp_path / "replayed" / "warehouse.duckdb")["contacts"]
+
+    _follow_then_compare(folder, lines, tmp_path, change)
 
 
 class _FakeTerminal(io.StringIO):
