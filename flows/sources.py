@@ -108,6 +108,13 @@ def _open(path: Path) -> BinaryIO:
     return open(path, "rb", buffering=READ_BUFFER)  # noqa: SIM115 - the partition owns the handle
 
 
+def _too_large(lines: list[bytes], oversize: dict[int, int] | None) -> dict[int, tuple[str, str]] | None:
+    """SourceBatch.judged for the lines LineReader cut to its limit (index -> real size)."""
+    if oversize is None:
+        return None
+    return {i: ("too_large", too_large_detail(real, len(lines[i]))) for i, real in oversize.items()}
+
+
 class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
     """Reads one file (or a followed directory, or stdin) in batches of lines."""
 
@@ -283,8 +290,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         size, judged = 0, None
         if not self.unreadable:
             lines, size, oversize = reader.read(MAX_BATCH_LINES, MAX_BATCH_BYTES)
-            if oversize is not None:
-                judged = {i: ("too_large", too_large_detail(real, len(lines[i]))) for i, real in oversize.items()}
+            judged = _too_large(lines, oversize)
             if reader.error is not None:
                 lines, size, judged = self._read_error(reader, lines, size, judged)
         self.offset += size
@@ -301,8 +307,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             # line is a line even without a newline (as at the end of a replayed file): it
             # goes on like any other, to be applied or dead-lettered, never dropped unseen.
             lines, size, oversize = reader.take_pending()
-            if oversize is not None:
-                judged = {0: ("too_large", too_large_detail(oversize[0], len(lines[0])))}
+            judged = _too_large(lines, oversize)
             self.offset += size
         if lines:
             if first == 1:
@@ -319,21 +324,20 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
                     judged: dict[int, tuple[str, str]] | None) -> tuple[list[bytes], int, dict[int, tuple[str, str]] | None]:
         """A compressed file could not be read further: wait for it to grow, or dead-letter its rest."""
         error, reader.error = reader.error, None
-        if self.follow and isinstance(error, EOFError) and not self._pending_files() and self.fh is not None:
+        if self.follow and isinstance(error, EOFError) and not self._pending_files():
             # Most likely still being written (a rotation compressing it, a copy in progress):
             # read it again from its start once it grows, past the lines handed out. The
             # unfinished line goes with this handle and is read again then.
             self.stalled_at = self._file_size()
-            self.fh.close()
+            reader.fh.close()
             self.fh, self.reader = None, None
             return lines, size, judged
         # Cut short or corrupt for good: the lines before count, the rest is one dead letter
         # (its raw the start of the line being read), and nothing more is read from it.
         fragment, frag_size, _ = reader.take_pending()
         self.unreadable = True
-        line_no = self.line_no + len(lines) + 1
         judged = dict(judged or {})
-        judged[len(lines)] = ("unreadable_input", f"{self.file} cannot be read past line {line_no - 1}: "
+        judged[len(lines)] = ("unreadable_input", f"{self.file} cannot be read past line {self.line_no + len(lines)}: "
                               f"{type(error).__name__}: {error}; the lines before were read, the rest of "
                               "the file was not (replace it with a complete copy and replay it)")
         lines = [*lines, fragment[0] if fragment else b""]
