@@ -77,6 +77,8 @@ class Purge:
 
     replaced: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> {old part: new part}
     ids: frozenset[str] = frozenset()
+    # The dead-letter parts now known to name no erased person; None: the build did not look.
+    checked: frozenset[str] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.ids)
@@ -93,25 +95,34 @@ def rewritten_name(part: str, build: int) -> str:
 
 
 def purge_erased(con: duckdb.DuckDBPyConnection, parts: dict[str, list[str]], purged: frozenset[str],
-                 build: int, row_group: int) -> Purge:
+                 build: int, row_group: int, checked: frozenset[str] = frozenset()) -> Purge:
     """Rewrite the parts holding rows of people erased since ``purged``; return what changed.
 
     ``con`` has the snapshot being built as its current database, with its current-state
     tables already up to date. ``parts`` (table -> part paths) is updated in place.
+    Dead-letter parts not in ``checked`` are looked at for every erased person, not just the
+    new ones: a line is rejected before anything knows whose it is, so one naming a person
+    erased long ago can arrive in any later part.
     """
     erased = {row[0] for row in con.execute(ERASED_IDENTIFIERS).fetchall()}
     new = erased - purged
-    if not new:
+    dead = parts.get("dead_letters", [])
+    unchecked = [p for p in dead if p not in checked]
+    if not new and not (erased and unchecked):
         return Purge()
-    con.execute("CREATE OR REPLACE TEMP TABLE _purge_ids (id VARCHAR)")
-    con.executemany("INSERT INTO temp.main._purge_ids VALUES (?)", [[i] for i in sorted(new)])
-    ids = "temp.main._purge_ids"
+    for name, members in (("_purge_ids", new), ("_erased_ids", erased)):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} (id VARCHAR)")
+        if members:
+            con.executemany(f"INSERT INTO temp.main.{name} VALUES (?)", [[i] for i in sorted(members)])
     out = Purge(ids=frozenset(new))
     for table, (holds, rewrite) in _RULES.items():
-        if not parts.get(table):
+        ids, candidates = "temp.main._purge_ids", parts.get(table) if new else None
+        if table == "dead_letters":
+            ids, candidates = "temp.main._erased_ids", dead if new else unchecked
+        if not candidates:
             continue
         hit = con.execute(
-            f"SELECT DISTINCT filename FROM read_parquet({sql_list(parts[table])}, filename = true) "
+            f"SELECT DISTINCT filename FROM read_parquet({sql_list(candidates)}, filename = true) "
             f"WHERE {holds.format(ids=ids)}").fetchall()
         swaps: dict[str, str] = {}
         for (found,) in hit:
@@ -126,4 +137,6 @@ def purge_erased(con: duckdb.DuckDBPyConnection, parts: dict[str, list[str]], pu
         if swaps:
             parts[table] = [swaps.get(p, p) for p in parts[table]]
             out.replaced[table] = swaps
+    if erased:
+        out.checked = frozenset(parts.get("dead_letters", []))
     return out

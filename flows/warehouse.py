@@ -59,7 +59,7 @@ DERIVED = {
     "events": {"contact_id": "COALESCE((SELECT m.contact_id FROM merges m WHERE m.anonymous_id = p.contact_id), p.contact_id)"},
     "triggers": {col: f"CASE WHEN {_ERASED_TRIGGER} THEN NULL ELSE p.{col} END" for col in ("email", "params", "reason")},
     # A rejected line that names an erased person keeps its reason, detail and source, not its
-    # text: at once here, on disk from the purge (and here alone for lines rejected after it).
+    # text: at once here, and on disk from the purge (of a later build, for lines rejected after).
     "dead_letters": {"raw": f"CASE WHEN {names_any(ERASED_IDENTIFIERS, 'p.raw')} THEN '' ELSE p.raw END"},
 }
 # Rows of append-only views that are hidden: the events of contacts erased on request.
@@ -146,10 +146,11 @@ class WarehouseState:
     retired: dict[str, float] = field(default_factory=dict)  # part -> wall time it left the warehouse
     levels: dict[str, int] = field(default_factory=dict)  # merged append-only part -> its level (others: 0)
     purged: set[str] = field(default_factory=set)  # erased ids whose rows no part holds any more (see purge)
+    checked: set[str] = field(default_factory=set)  # dead-letter parts known to name no erased person
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Recovery state written before compaction levels (or purges) has no ``levels`` (``purged``).
-        self.__dict__.update({"levels": {}, "purged": set(), **state})
+        self.__dict__.update({"levels": {}, "purged": set(), "checked": set(), **state})
 
     def compaction(self, table: str, after: int = COMPACT_AFTER) -> tuple[int, int, int] | None:
         """The parts of ``table`` to merge now, as (start, end, level of the merged part), if any.
@@ -323,6 +324,7 @@ class WarehouseLogic(StatefulBatchLogic):
             writes=list(self._writes),
             previous=self._applied,
             purged=frozenset(st.purged),
+            checked=frozenset(st.checked),
             threads=FINAL_BUILD_THREADS if st.final else BUILD_THREADS,
         )
         after = COMPACT_AFTER * FINAL_SLACK if st.final else COMPACT_AFTER
@@ -407,6 +409,8 @@ class WarehouseLogic(StatefulBatchLogic):
                 if level:
                     st.levels[new] = level
         st.purged.update(purge.ids)
+        if purge.checked is not None:
+            st.checked = set(purge.checked)
 
     @staticmethod
     def _summary(row: tuple[Any, ...], elapsed: float) -> dict[str, Any]:
@@ -450,6 +454,7 @@ class _BuildPlan:
     writes: list[Future]  # part writes the snapshot refers to
     previous: _Applied | None = None  # what the published file holds, to build on; None: from scratch
     purged: frozenset[str] = frozenset()  # erased ids no part holds rows of any more
+    checked: frozenset[str] = frozenset()  # dead-letter parts known to name no erased person
     threads: int = BUILD_THREADS
     # Set by the worker to give the build up (see WarehouseLogic._cancel_build); the
     # builder thread registers its connection, so a statement under way stops too.
@@ -547,7 +552,7 @@ def _build_file(plan: _BuildPlan, limits: dict[str, str]) -> tuple[dict[str, lis
         con.execute(f"ATTACH '{_sql_path(plan.tmp)}' AS snap")
         parts = _compact(con, plan)
         row = _build(con, plan, parts)
-        purge = purge_erased(con, parts, plan.purged, len(plan.snapshots) + 1, MERGED_ROW_GROUP)
+        purge = purge_erased(con, parts, plan.purged, len(plan.snapshots) + 1, MERGED_ROW_GROUP, plan.checked)
         for name, sql in _append_only_ddl():
             if name in purge.replaced:
                 con.execute(f"DROP VIEW {name}")

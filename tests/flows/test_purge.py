@@ -204,3 +204,38 @@ def test_which_dead_letters_name_a_person(raw: str, named: bool) -> None:
     finally:
         con.close()
     assert got == (named,)
+
+
+def test_a_dead_letter_naming_a_person_erased_builds_ago_is_blanked_on_disk_too(tmp_path: Path,
+                                                                                 exports: list) -> None:
+    """A line rejected long after the erasure lands in a part written after the purge: a later
+    build looks at every new dead-letter part for every erased person, so no part keeps it."""
+    import orjson
+
+    from engine.events import Rejection
+    from flows import rows
+    from flows.packets import Export
+
+    logic = warehouse.WarehouseLogic(tmp_path / "w.duckdb", 1, 0.0, "test", None)
+    for export in exports[:ERASE_AT_CHUNK + 1]:
+        logic.on_batch([export])
+        logic.on_eof()
+    erased = sorted(i for i in _erased_ids(tmp_path / "w.duckdb") if not i.startswith("anon"))
+    assert erased and set(erased) <= logic.state.purged  # purged, builds ago
+    late = Rejection("bad_timestamp", "d", orjson.dumps({"userId": erased[0], "timestamp": "x"}).decode(), "f:1")
+    other = Rejection("bad_timestamp", "d", '{"userId":"someone-else","timestamp":"x"}', "f:2")
+    for i, export in enumerate(exports[ERASE_AT_CHUNK + 1:]):
+        if i == 1:
+            dead = rows.to_table("dead_letters", [rows.dead_letter_row(late), rows.dead_letter_row(other)])
+            export = Export(cut=export.cut, stage=export.stage, shard=export.shard,
+                            tables={**export.tables, "dead_letters": dead}, counts=export.counts, final=export.final)
+        logic.on_batch([export])
+        logic.on_eof()
+    warehouse.delete_after_run()
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    try:
+        assert dict(con.execute("SELECT source, raw FROM dead_letters").fetchall()) == {"f:1": "", "f:2": other.raw}
+    finally:
+        con.close()
+    files = sorted((tmp_path / "w.duckdb.parts" / "dead_letters").glob("*.parquet"))
+    assert {r[3]: r[2] for r in _all_rows(files)} == {"f:1": "", "f:2": other.raw}
