@@ -148,9 +148,10 @@ def _timestamp(obj: dict[str, Any]) -> int:
     if not MIN_EVENT_MS <= ms < MAX_EVENT_MS:
         raise _Reject("bad_timestamp", f"{key} {value!r} is outside 2000-01-01..2100-01-01")
     received = obj.get("receivedAt")
-    if received is not None and _ahead_of_receipt(ms, received):
-        ahead_s = (ms - parse_iso_ms(received)) / 1000
-        raise _Reject("bad_timestamp", f"{key} {value[:64]!r} is {ahead_s:,.0f} s after receivedAt {received[:64]!r} "
+    excess = _ahead_of_receipt(ms, received) if received is not None else 0
+    if excess:
+        ahead_s = (excess + MAX_AHEAD_OF_RECEIPT_MS) / 1000
+        raise _Reject("bad_timestamp", f"{key} {value[:64]!r} is {ahead_s:,.0f} s after receivedAt {str(received)[:64]!r} "
                       f"(at most {MAX_AHEAD_OF_RECEIPT_MS // 1000} s): the sending device's clock runs ahead")
     return ms
 

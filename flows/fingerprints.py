@@ -24,10 +24,10 @@ def of_line(line: bytes, dev: int, ino: int) -> str:
     return blake2b(line, digest_size=10).hexdigest()
 
 
-def read(path: str) -> str | None:
-    """The fingerprint of the file at ``path``; None while it has no complete first line (or cannot be read)."""
+def read(path: str, st: os.stat_result | None = None) -> str | None:
+    """The fingerprint of the file at ``path`` (``st`` its stat, if known); None while it has no complete first line."""
     try:
-        st = os.stat(path)
+        st = st or os.stat(path)
         with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as fh:
             first: bytes = fh.readline(MAX_LINE_BYTES)
     except (OSError, EOFError, zlib.error):
@@ -54,7 +54,7 @@ class Fingerprints:
         known = self._known.get(path)
         if known is not None and known[:2] == (st.st_dev, st.st_ino) and st.st_size >= known[2]:
             return known[3]
-        fingerprint = read(path)
+        fingerprint = read(path, st)
         if fingerprint is not None:
             self._known[path] = (st.st_dev, st.st_ino, st.st_size, fingerprint)
         return fingerprint
