@@ -121,33 +121,60 @@ def _optional_str(obj: dict[str, Any], key: str) -> str | None:
     raise _Reject("wrong_type", f"{key} must be a string, got {type(value).__name__}")
 
 
+def _segment_time(value: Any) -> int | None:
+    """The epoch ms of one of Segment's own timestamps (sentAt, receivedAt); None when absent or unreadable."""
+    if type(value) is not str:
+        return None
+    try:
+        return parse_iso_ms(value)
+    except (ValueError, OverflowError, OSError):
+        return None  # Segment's to set, and optional: one that does not parse is ignored
+
+
 def _ahead_of_receipt(ts: int, received: Any) -> int:
     """How many ms ``ts`` lies beyond the allowance after ``received`` (receivedAt); 0 when within it or unreadable."""
-    if type(received) is not str:
-        return 0
-    try:
-        at = parse_iso_ms(received)
-    except (ValueError, OverflowError, OSError):
-        return 0  # receivedAt is Segment's to set, and optional: one that does not parse is ignored
-    return max(0, ts - at - MAX_AHEAD_OF_RECEIPT_MS)
+    at = _segment_time(received)
+    return 0 if at is None else max(0, ts - at - MAX_AHEAD_OF_RECEIPT_MS)
 
 
 def _timestamp(obj: dict[str, Any]) -> int:
+    """When the event happened, in epoch ms, the way Segment computes its ``timestamp``.
+
+    ``timestamp`` when the line has one. Otherwise the device's ``originalTimestamp``, corrected
+    for the device clock's skew when the line has both ``sentAt`` (the device's clock at sending)
+    and ``receivedAt`` (the server's at receipt): receivedAt - (sentAt - originalTimestamp).
+    With neither, ``receivedAt``, as Segment's server does for a call that names no time.
+    """
     value = obj.get("timestamp")
     key = "timestamp"
-    if value is None and obj.get("originalTimestamp") is not None:
-        value, key = obj["originalTimestamp"], "originalTimestamp"
+    received = obj.get("receivedAt")
     if value is None:
-        raise _Reject("bad_timestamp", "timestamp is missing")
+        value = obj.get("originalTimestamp")
+        key = "originalTimestamp"
+        if value is None:
+            if received is None:
+                raise _Reject("bad_timestamp", "timestamp is missing (and neither originalTimestamp nor receivedAt stands in)")
+            value, key = received, "receivedAt"
     if not isinstance(value, str):
         raise _Reject("bad_timestamp", f"{key} must be an ISO-8601 string, got {type(value).__name__}")
     try:
         ms = parse_iso_ms(value)
     except (ValueError, OverflowError, OSError):
         raise _Reject("bad_timestamp", f"{key} {value[:64]!r} is not ISO-8601") from None
+    if key == "originalTimestamp":
+        sent = _segment_time(obj.get("sentAt"))
+        at = _segment_time(received) if sent is not None else None
+        if sent is not None and at is not None:
+            if ms - sent > MAX_AHEAD_OF_RECEIPT_MS:
+                raise _Reject("bad_timestamp", f"originalTimestamp {value[:64]!r} is {(ms - sent) / 1000:,.0f} s after sentAt "
+                              f"{str(obj.get('sentAt'))[:64]!r}: an event cannot be sent before it happens")
+            ms = at - (sent - ms)
+            if not MIN_EVENT_MS <= ms < MAX_EVENT_MS:
+                raise _Reject("bad_timestamp", f"originalTimestamp {value[:64]!r} corrected for the device's clock "
+                              f"(receivedAt - (sentAt - originalTimestamp)) is outside 2000-01-01..2100-01-01")
+            return ms  # at most the allowance after receivedAt, by the check on sentAt above
     if not MIN_EVENT_MS <= ms < MAX_EVENT_MS:
         raise _Reject("bad_timestamp", f"{key} {value!r} is outside 2000-01-01..2100-01-01")
-    received = obj.get("receivedAt")
     excess = _ahead_of_receipt(ms, received) if received is not None else 0
     if excess:
         ahead_s = (excess + MAX_AHEAD_OF_RECEIPT_MS) / 1000

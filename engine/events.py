@@ -19,7 +19,7 @@ REASONS = {
     "unknown_type": "type is missing or not one of identify, track, page, screen, alias, group",
     "missing_identity": "neither anonymousId nor userId is present",
     "junk_identifier": "an identifier is a placeholder such as 'anonymous', 'null', 'undefined', '0' or blank",
-    "bad_timestamp": "timestamp is missing, not ISO-8601, outside 2000-2100, or more than 5 minutes after receivedAt",
+    "bad_timestamp": "no event time (timestamp, originalTimestamp or receivedAt), or not ISO-8601, outside 2000-2100, or more than 5 minutes after receivedAt",
     "wrong_type": "a field has the wrong JSON type",
     "missing_field": "a field the event type requires is missing",
     "no_consent": "an anonymous event without the tracking consent the config requires",

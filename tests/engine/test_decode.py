@@ -89,6 +89,12 @@ REJECTED = [
     ("ts-padded", line(timestamp=" " + T0), "bad_timestamp", "timestamp"),
     ("ts-over-long", line(timestamp=T0[:-1] + "0" * 60 + "Z"), "bad_timestamp", "timestamp"),
     ("original-ts-bad", line(timestamp=DROP, originalTimestamp="soon"), "bad_timestamp", "originalTimestamp"),
+    ("received-only-bad", line(timestamp=DROP, receivedAt="soon"), "bad_timestamp", "receivedAt"),
+    ("original-after-sent", line(timestamp=DROP, originalTimestamp=T0, sentAt="2026-01-05T07:54:59.999Z",
+                                 receivedAt=T0), "bad_timestamp", "before it happens"),
+    ("corrected-before-2000", line(timestamp=DROP, originalTimestamp="2000-01-01T00:00:00Z",
+                                   sentAt="2026-01-05T08:00:00Z", receivedAt="2026-01-04T08:00:00Z"),
+     "bad_timestamp", "corrected"),
     ("anonymousid-number", line(anonymousId=42), "wrong_type", "anonymousId"),
     ("userid-bool", line("screen", userId=True), "wrong_type", "userId"),
     ("previousid-number", line("alias", previousId=7), "wrong_type", "previousId"),
@@ -169,6 +175,33 @@ def test_a_timestamp_after_receipt_is_a_clock_running_ahead(received: Any, accep
         else:
             assert isinstance(out, Rejection) and out.reason == "bad_timestamp", out
             assert "after receivedAt" in out.detail and "clock runs ahead" in out.detail
+
+
+@pytest.mark.parametrize(("changes", "expected_ms"), [
+    # Segment's timestamp: receivedAt - (sentAt - originalTimestamp) corrects the device's clock skew.
+    ({"originalTimestamp": "2026-01-05T09:00:00.000Z", "sentAt": "2026-01-05T09:00:10.000Z",
+      "receivedAt": "2026-01-05T08:00:10.000Z"}, T0_MS),  # a device clock an hour ahead
+    ({"originalTimestamp": "1970-01-01T00:00:00.000Z", "sentAt": "1970-01-01T00:01:00.000Z",
+      "receivedAt": "2026-01-05T08:01:00.000Z"}, T0_MS),  # a device clock reset to 1970, queued a minute
+    ({"originalTimestamp": T0, "sentAt": "2026-01-05T10:00:00.000+01:00",
+      "receivedAt": "2026-01-05T09:00:00.500Z"}, T0_MS + 500),  # queued an hour (an offset), 0.5 s in transit
+    ({"originalTimestamp": T0, "sentAt": "2026-01-05T07:56:00.000Z",
+      "receivedAt": "2026-01-05T07:56:00.000Z"}, T0_MS),  # sent before it happened, within the allowance
+    ({"originalTimestamp": T0, "sentAt": T0}, T0_MS),  # no receivedAt: nothing to correct by
+    ({"originalTimestamp": T0, "receivedAt": "2026-01-05T08:00:05.000Z"}, T0_MS),  # no sentAt
+    ({"originalTimestamp": T0, "sentAt": "later", "receivedAt": "2026-01-05T09:00:00.000Z"}, T0_MS),  # unreadable
+    ({"receivedAt": T0}, T0_MS),  # no time named: the server's receipt, as Segment's own server does
+    ({"receivedAt": T0, "sentAt": "2026-01-05T07:00:00.000Z"}, T0_MS),
+    ({"timestamp": T0, "originalTimestamp": "2026-01-05T09:00:00.000Z", "sentAt": "2026-01-05T09:00:10.000Z",
+      "receivedAt": "2026-01-05T08:00:10.000Z"}, T0_MS),  # a timestamp given is Segment's already
+], ids=["clock-ahead", "clock-1970", "sent-late", "sent-before-within", "no-received", "no-sent", "unreadable-sent",
+        "received-only", "received-and-sent", "timestamp-wins"])
+def test_timestamp_is_computed_as_segment_does(changes: dict[str, Any], expected_ms: int) -> None:
+    """Without `timestamp`, originalTimestamp corrected by sentAt and receivedAt, else receivedAt."""
+    for etype in ("track", "alias"):
+        out = decode_line(line(etype, **{"timestamp": DROP, **changes}))
+        assert isinstance(out, Event), out
+        assert out.ts == expected_ms
 
 
 def test_invalid_utf8_is_invalid_json_and_keeps_the_raw_text() -> None:
@@ -283,7 +316,7 @@ JSON_VALUES = st.recursive(
     max_leaves=12,
 )
 SEGMENT_KEYS = ("type", "anonymousId", "userId", "previousId", "groupId", "event", "name", "properties",
-                "traits", "context", "messageId", "timestamp", "originalTimestamp", "receivedAt")
+                "traits", "context", "messageId", "timestamp", "originalTimestamp", "sentAt", "receivedAt")
 SEGMENTISH = st.dictionaries(
     st.sampled_from(SEGMENT_KEYS),
     st.one_of(JSON_VALUES, st.sampled_from(["page", "track", "alias", "group", "identify", "screen", T0, "anon-1", "null", ""])),

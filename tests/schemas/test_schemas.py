@@ -155,7 +155,7 @@ TRICKY_VALUES = [
 ]
 TRICKY = st.sampled_from(TRICKY_VALUES)
 KEYS = ("type", "anonymousId", "userId", "previousId", "groupId", "event", "name", "properties", "traits",
-        "context", "messageId", "timestamp", "originalTimestamp")
+        "context", "messageId", "timestamp", "originalTimestamp", "sentAt", "receivedAt")
 CONTEXT_KEYS = ("campaign", "consent", "page", "traits")
 
 
@@ -250,6 +250,9 @@ def test_event_schema_agrees_on_edge_values() -> None:
                 _agree({**good, key: value})
                 if key == "timestamp":
                     _agree({**good, "timestamp": None, "originalTimestamp": value})
+                    _agree({**good, "timestamp": None, "receivedAt": value})
+                    _agree({**good, "timestamp": None, "originalTimestamp": value, "sentAt": T0, "receivedAt": T0})
+                    _agree({**good, "timestamp": None, "originalTimestamp": T0, "sentAt": value, "receivedAt": T0})
 
 
 def test_event_schema_agrees_on_generated_stream() -> None:
