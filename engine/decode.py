@@ -19,6 +19,10 @@ MAX_EVENT_BYTES: Final = 32 * 1024
 MAX_AHEAD_OF_RECEIPT_MS: Final = 5 * 60_000
 _BOM: Final = b"\xef\xbb\xbf"
 MAX_ID_CHARS: Final = 256
+# How deeply a line's JSON may nest. orjson reads 1,024 levels but writes only 254, and the
+# warehouse rows, snapshots and triggers write an event's parts back: one line nested
+# deeper stopped the whole run. No tracker nests anywhere near this.
+MAX_NESTING: Final = 64
 
 # Placeholders that broken trackers send instead of a real id. Accepting them would
 # stitch every visitor who sent "undefined" into one giant contact.
@@ -53,6 +57,24 @@ JUNK_IDS: Final = frozenset(
 
 _EVENT_TYPES = frozenset(EVENT_TYPES)
 _DUMPS: Final = orjson.dumps  # looked up once: compiled, `orjson.dumps` is a getattr at every call
+
+
+def nesting(value: Any) -> int:
+    """How many levels of objects and arrays ``value`` nests (a scalar: 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > deepest:
+            deepest = level
+        stack.extend([(child, level + 1) for child in children])
+    return deepest
 
 
 def too_large_detail(size: int, kept: int | None = None) -> str:
@@ -397,6 +419,10 @@ def _decode(raw: bytes, source: str, strip_bom: bool = True) -> Event | Rejectio
             return Rejection("invalid_json", str(ex)[:200], _raw_text(raw), source)
         if not isinstance(obj, dict):
             return Rejection("not_an_object", f"got a JSON {type(obj).__name__}", _raw_text(raw), source)
+        # Counting brackets (strings' included) is a cheap bound on the depth: only a line
+        # with that many is walked.
+        if raw.count(b"{") + raw.count(b"[") > MAX_NESTING and (depth := nesting(obj)) > MAX_NESTING:
+            return Rejection("too_large", f"nested {depth} levels deep (at most {MAX_NESTING})", _raw_text(raw), source)
         return _build(obj, raw)
     except _Reject as rej:
         return Rejection(rej.reason, rej.detail, _raw_text(raw), source)

@@ -13,7 +13,7 @@ EVENT_TYPES = ("identify", "track", "page", "screen", "alias", "group")
 # downstream tooling groups and alerts on them, so they never change meaning.
 REASONS = {
     "empty_line": "the line is blank",
-    "too_large": "the event is larger than 32 KB (Segment's limit)",
+    "too_large": "the event is larger than 32 KB (Segment's limit) or nests more than 64 levels deep",
     "invalid_json": "the line is not valid JSON (or not UTF-8)",
     "not_an_object": "the JSON value is not an object",
     "unknown_type": "type is missing or not one of identify, track, page, screen, alias, group",

@@ -38,6 +38,20 @@ def obj(etype: str = "page", **changes: Any) -> dict[str, Any]:
     return out
 
 
+def nested(levels: int, kind: type = dict) -> Any:
+    """A value nesting ``levels`` objects (or arrays) deep, around the number 1."""
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value} if kind is dict else [value]
+    return value
+
+
+def deep_line(etype: str, key: str, levels: int, opening: str = '{"a":', closing: str = "}") -> bytes:
+    """``line`` with ``key`` nesting ``levels`` deep, written by hand: orjson writes no deeper than 254."""
+    head = line(etype, **{key: DROP})[:-1]
+    return head + f',"{key}":{{"a":'.encode() + (opening * (levels - 1) + "1" + closing * (levels - 1)).encode() + b"}}"
+
+
 def line(etype: str = "page", **changes: Any) -> bytes:
     """``obj`` as a JSON line."""
     return orjson.dumps(obj(etype, **changes))
@@ -51,6 +65,9 @@ REJECTED = [
     ("blank-spaces", b"   ", "empty_line", "blank"),
     ("blank-tab-cr", b"\t\r", "empty_line", "blank"),
     ("too-large", line(properties={"html": "x" * MAX_EVENT_BYTES}), "too_large", str(MAX_EVENT_BYTES)),
+    ("nested-65", line(properties=nested(64)), "too_large", "nested 65 levels deep (at most 64)"),
+    ("nested-300-context", deep_line("page", "context", 300), "too_large", "nested 301 levels"),
+    ("nested-300-arrays", deep_line("identify", "traits", 300, "[", "]"), "too_large", "nested 301 levels"),
     ("truncated", line()[:20], "invalid_json", "column"),
     ("single-quotes", b"{'type': 'page'}", "invalid_json", "column"),
     ("trailing-comma", b'{"type": "page",}', "invalid_json", "column"),
@@ -236,6 +253,10 @@ def test_non_ascii_digits_are_not_iso8601(ts: str) -> None:
 
 ACCEPTED = [
     # (id, raw line, expected attributes of the Event)
+    ("nested-64", line(properties=nested(63)), {"properties": nested(63)}),
+    ("many-brackets-shallow", line(properties={"items": [{"sku": n} for n in range(200)]}),
+     {"properties": {"items": [{"sku": n} for n in range(200)]}}),
+    ("brackets-in-strings", line(properties={"s": "{[" * 100}), {"properties": {"s": "{[" * 100}}),
     ("identify", line("identify"), {"type": "identify", "user_id": "user-1", "anonymous_id": "anon-1",
                                     "traits": {"email": "a@b.example"}, "ts": T0_MS, "message_id": "m-identify"}),
     ("track", line("track"), {"type": "track", "name": "Form Submitted", "properties": {"topic": "ai"}}),

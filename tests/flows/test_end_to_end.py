@@ -154,3 +154,25 @@ def test_a_line_over_the_line_limit_is_dead_lettered_by_its_start(tmp_path: Path
     assert [d["detail"] for d in dead] == [
         f"{len(huge)} bytes; the limit is 32768; raw keeps only its first {MAX_LINE_BYTES} bytes",
         f"{len(tail)} bytes; the limit is 32768; raw keeps only its first {MAX_LINE_BYTES} bytes"]
+
+
+def test_a_deeply_nested_line_is_dead_lettered_and_the_run_goes_on(tmp_path: Path) -> None:
+    """JSON nested past what orjson writes back (254 levels) once stopped the run in whichever step
+    wrote the event out; now it is a too_large dead letter and the lines around it are applied."""
+
+    def event(n: int, key: str = "properties", levels: int = 0) -> bytes:
+        head = orjson.dumps({"type": "identify" if key == "traits" else "page", "anonymousId": f"a{n}",
+                             "userId": f"u{n}", "messageId": f"m{n}", "timestamp": "2026-01-05T08:00:00Z"})
+        if not levels:
+            return head
+        return head[:-1] + f',"{key}":'.encode() + b'{"a":' * levels + b"1" + b"}" * levels + b"}"
+
+    lines = [event(1), event(2, "properties", 300), event(3, "context", 300), event(4, "traits", 300), event(5)]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    run_into(tmp_path / "out", [path])
+    snap = last_snapshot(tmp_path / "out" / "warehouse.duckdb")
+    assert (snap["lines_read"], snap["accepted"], snap["dead_lettered"]) == (5, 2, 3)
+    dead = [orjson.loads(x) for x in (tmp_path / "out" / "dead_letters.jsonl").read_bytes().splitlines()]
+    assert [(d["reason"], d["source"]) for d in dead] == [("too_large", f"{path}:{n}") for n in (2, 3, 4)]
+    assert all(d["detail"] == "nested 301 levels deep (at most 64)" for d in dead)
