@@ -56,6 +56,12 @@ JUNK_IDS: Final = frozenset(
 )
 
 _EVENT_TYPES = frozenset(EVENT_TYPES)
+_LONGEST_JUNK: Final = max(len(j) for j in JUNK_IDS)
+
+
+def _junk_message_id(message_id: str) -> bool:
+    """True for a placeholder messageId ('undefined', 'null', ...): one that unrelated events share."""
+    return len(message_id) <= _LONGEST_JUNK and message_id.strip().lower() in JUNK_IDS
 _DUMPS: Final = orjson.dumps  # looked up once: compiled, `orjson.dumps` is a getattr at every call
 
 
@@ -120,7 +126,10 @@ def _identifier(obj: dict[str, Any], key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _Reject("wrong_type", f"{key} must be a string, got {type(value).__name__}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise _Reject("wrong_type", f"{key} must be a string or a number, got {type(value).__name__}")
+        # Segment's libraries take numeric ids and its API turns them into strings.
+        value = str(value)
     why = junk_reason(value)
     if why is not None:
         raise _Reject("junk_identifier", f"{key}: {why}")
@@ -269,7 +278,8 @@ def _fast_build(obj: dict[str, Any]) -> Event | None:
             name = intern(name)
     text = obj.get("timestamp")
     message_id = obj.get("messageId")
-    if type(text) is not str or type(message_id) is not str or len(message_id) > MAX_ID_CHARS or not message_id.strip():
+    if (type(text) is not str or type(message_id) is not str or len(message_id) > MAX_ID_CHARS or not message_id.strip()
+            or _junk_message_id(message_id)):
         return None
     try:
         ts = parse_iso_ms(text)
@@ -334,9 +344,10 @@ def _build(obj: dict[str, Any], raw: bytes) -> Event:
             raise _Reject("missing_field", "group needs a usable groupId")
     ts = _timestamp(obj)
     message_id = obj.get("messageId")
-    if message_id is None or (isinstance(message_id, str) and not message_id.strip()):
+    if message_id is None or (isinstance(message_id, str) and (not message_id.strip() or _junk_message_id(message_id))):
         # Without a messageId, the line itself identifies the event: a resent
-        # identical line is still recognized as a duplicate.
+        # identical line is still recognized as a duplicate. A placeholder ('undefined',
+        # 'null', ...) is a tracker's bug shared by unrelated events, so it counts as none.
         message_id = "h:" + blake2b(raw.strip(), digest_size=12).hexdigest()
     elif not isinstance(message_id, str):
         raise _Reject("wrong_type", f"messageId must be a string, got {type(message_id).__name__}")

@@ -17,6 +17,19 @@ T0 = "2026-01-05T08:00:00.000Z"
 T0_MS = 1_767_600_000_000
 DROP = object()  # marks a key to remove from the base event
 
+
+class _Derived:
+    """Equal to any messageId the decoder derived from the line ('h:<hash>')."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and other.startswith("h:")
+
+    def __repr__(self) -> str:
+        return "'h:...'"
+
+
+HASHED = _Derived()
+
 BASE: dict[str, dict[str, Any]] = {
     "identify": {"type": "identify", "userId": "user-1", "anonymousId": "anon-1", "traits": {"email": "a@b.example"}},
     "track": {"type": "track", "anonymousId": "anon-1", "event": "Form Submitted", "properties": {"topic": "ai"}},
@@ -112,9 +125,11 @@ REJECTED = [
     ("corrected-before-2000", line(timestamp=DROP, originalTimestamp="2000-01-01T00:00:00Z",
                                    sentAt="2026-01-05T08:00:00Z", receivedAt="2026-01-04T08:00:00Z"),
      "bad_timestamp", "corrected"),
-    ("anonymousid-number", line(anonymousId=42), "wrong_type", "anonymousId"),
+    ("anonymousid-list", line(anonymousId=[42]), "wrong_type", "anonymousId must be a string or a number"),
     ("userid-bool", line("screen", userId=True), "wrong_type", "userId"),
-    ("previousid-number", line("alias", previousId=7), "wrong_type", "previousId"),
+    ("previousid-object", line("alias", previousId={"id": 7}), "wrong_type", "previousId"),
+    ("userid-zero", line("track", userId=0), "junk_identifier", "placeholder value '0'"),
+    ("userid-minus-one", line("track", userId=-1), "junk_identifier", "placeholder value '-1'"),
     ("properties-list", line(properties=["a"]), "wrong_type", "properties"),
     ("properties-string", line(properties="path=/x"), "wrong_type", "properties"),
     ("traits-string", line("identify", traits="vip"), "wrong_type", "traits"),
@@ -254,6 +269,16 @@ def test_non_ascii_digits_are_not_iso8601(ts: str) -> None:
 ACCEPTED = [
     # (id, raw line, expected attributes of the Event)
     ("nested-64", line(properties=nested(63)), {"properties": nested(63)}),
+    # Numeric ids, as Segment's libraries take them: the decimal string.
+    ("userid-number", line("track", userId=12345), {"user_id": "12345", "anonymous_id": "anon-1"}),
+    ("anonymousid-number", line(anonymousId=42), {"anonymous_id": "42", "device_id": "42"}),
+    ("previousid-number", line("alias", previousId=7, userId=8), {"previous_id": "7", "user_id": "8"}),
+    ("big-number-id", line("screen", userId=2**64 - 1), {"user_id": str(2**64 - 1)}),
+    ("float-id", line("screen", userId=1.5), {"user_id": "1.5"}),
+    # A placeholder messageId is shared by unrelated events: the line's hash stands in, as for none.
+    ("messageid-undefined", line(messageId="undefined"), {"message_id": HASHED}),
+    ("messageid-null-padded", line(messageId=" NULL "), {"message_id": HASHED}),
+    ("messageid-zero-uuid", line(messageId="00000000-0000-0000-0000-000000000000"), {"message_id": HASHED}),
     ("many-brackets-shallow", line(properties={"items": [{"sku": n} for n in range(200)]}),
      {"properties": {"items": [{"sku": n} for n in range(200)]}}),
     ("brackets-in-strings", line(properties={"s": "{[" * 100}), {"properties": {"s": "{[" * 100}}),
