@@ -53,7 +53,7 @@ class IdentityShard:
         return self.buffer.watermark
 
     def receive(self, engine: Engine, events: list[Event], out: ShardOutput, late_before: int = NEVER) -> None:
-        """Take new events: drop repeats, buffer on-time ones, and place late ones just past the watermark.
+        """Take new events: drop repeats of applied ones, buffer on-time ones, and place late ones just past the watermark.
 
         An event is late when its time is at or behind the watermark: the shard's own, or
         ``late_before``, the watermark of the ticks that came before these events (the flow
@@ -64,8 +64,11 @@ class IdentityShard:
         could differ by a trigger.
         """
         watermark = max(self.buffer.watermark, late_before)  # pushing never moves it
+        dedupe = self.dedupe
         for e in events:
-            if self.dedupe.seen(e.message_id, e.ts):
+            # Only repeats of events already applied are known here; repeats of buffered ones
+            # are found as they come out of the buffer (see _apply).
+            if dedupe.known(e.message_id, e.device_id):
                 out.count("duplicates")
                 continue
             if e.ts <= watermark:
@@ -97,6 +100,12 @@ class IdentityShard:
         else:
             e = item  # type: ignore[assignment]
             at, late = e.ts, False
+        # Repeats are judged in (time, messageId) order, as events come out of the buffer:
+        # of two copies that differ (a retry with another timestamp or payload), the one
+        # that sorts first wins whatever order they arrived in.
+        if self.dedupe.seen(e.message_id, e.ts, e.device_id):
+            out.count("duplicates")
+            return
         out.count("accepted")
         user_id = e.user_id
         if e.type == "alias":

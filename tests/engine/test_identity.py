@@ -88,3 +88,49 @@ def test_a_late_event_in_the_buffer_survives_a_snapshot() -> None:
     again.advance(engine, T0 + 10 * MINUTE, out)
     assert [e.message_id for _, e in out.applied] == ["m1", "m3", "m2"]
     assert out.counts["accepted"] == 3
+
+
+def _applied_copies(events: list[Event], shards: int = 1) -> tuple[list[tuple[str, str, int]], dict[str, int]]:
+    """Feed ``events`` in one packet to ``shards`` shards by device; what was applied, and the counts."""
+    from engine.ids import shard_of
+
+    engine = Engine(CONFIG)
+    all_shards = [IdentityShard(i, CONFIG.settings.dedupe_window_ms) for i in range(shards)]
+    out = ShardOutput()
+    by_shard: dict[int, list[Event]] = {}
+    for e in events:
+        by_shard.setdefault(shard_of(e.device_id, shards), []).append(e)
+    for i, evs in by_shard.items():
+        all_shards[i].receive(engine, evs, out, NEVER)
+    for s in all_shards:
+        s.advance(engine, T0 + 60 * MINUTE, out)
+    return sorted((e.message_id, e.device_id, e.ts) for _, e in out.applied), out.counts
+
+
+def test_of_two_differing_copies_the_first_in_time_wins_whatever_the_arrival_order() -> None:
+    """Repeats are judged as events leave the buffer: a retried copy with another time loses either way."""
+    first, retry = page("m1", "d1", T0, "/pricing"), page("m1", "d1", T0 + 2_000, "/blog")
+    for order in ([first, retry], [retry, first]):
+        applied, counts = _applied_copies(order)
+        assert applied == [("m1", "d1", T0)]
+        assert counts == {"accepted": 1, "duplicates": 1}
+
+
+def test_a_repeat_of_an_applied_event_is_dropped_on_arrival() -> None:
+    """Once the first copy was applied, a later copy is counted at once and never buffered."""
+    engine = Engine(CONFIG)
+    shard = IdentityShard(0, CONFIG.settings.dedupe_window_ms)
+    out = ShardOutput()
+    shard.receive(engine, [page("m1", "d1", T0)], out, NEVER)
+    shard.advance(engine, T0, out)
+    shard.receive(engine, [page("m1", "d1", T0 + MINUTE)], out, T0)
+    assert out.counts == {"accepted": 1, "duplicates": 1} and len(shard.buffer) == 0
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 16])
+def test_a_message_id_shared_by_two_devices_is_two_events_whatever_the_shards(shards: int) -> None:
+    """The same messageId from other devices is not a repeat, so the shard count cannot decide it."""
+    events = [page("shared", f"d{n}", T0 + n) for n in range(6)] + [page("shared", "d0", T0 + 10)]
+    applied, counts = _applied_copies(events, shards)
+    assert applied == [("shared", f"d{n}", T0 + n) for n in range(6)]
+    assert counts == {"accepted": 6, "duplicates": 1}
