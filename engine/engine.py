@@ -417,7 +417,12 @@ class Engine:
         if dirty is not None:
             dirty.add("stage")
         if old is None:
-            return  # a contact's first stage is where it starts, not a change
+            # Every contact starts where a score of 0 puts it: a first event that scores
+            # above that band is a change from there (actioners mirroring stages, and
+            # workflows entered on a stage, must see it), one that does not is the start.
+            old = model.stage_for(0.0)
+            if stage == old:
+                return
         minimum = dict(model.bands)[stage]
         out.append(
             make_trigger(
