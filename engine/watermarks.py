@@ -23,10 +23,12 @@ class SourceClock:
     and a pause does not release the last lateness' worth of events at once.
     A partition at end of input no longer holds anything back; once every partition
     has ended, the watermark is the newest event time of all: everything read is
-    applied, and timers due later stay pending, as they would in a live run.
+    applied, and timers due later stay pending, as they would in a live run. A run resumed
+    from a state that had reached its end ends at least a millisecond past that end: lines
+    it reads behind it are late, placed just past it, and must be applied too.
     """
 
-    __slots__ = ("parts", "lateness_ms", "maxima", "idle", "ended", "floors")
+    __slots__ = ("parts", "lateness_ms", "maxima", "idle", "ended", "floors", "resumed_at")
 
     def __init__(self, parts: tuple[str, ...], lateness_ms: int) -> None:
         self.parts = parts
@@ -36,9 +38,11 @@ class SourceClock:
         self.ended: set[str] = set()
         # A partition's watermark never goes back, even when new data ends its idleness.
         self.floors: dict[str, int] = {}
+        self.resumed_at = NEVER  # the end the restored state had reached, if it had
 
     def restart(self, parts: tuple[str, ...]) -> None:
         """Resume with this run's partitions; every partition must report its end again."""
+        self.resumed_at = self.watermark() if self.complete else NEVER
         self.parts = parts
         self.ended = set()
 
@@ -81,7 +85,9 @@ class SourceClock:
     def watermark(self) -> int:
         """The minimum over all partitions of their own watermark (see the class doc for the end)."""
         if self.complete:
-            return max((self.maxima[p] for p in self.parts if p in self.maxima), default=NEVER)
+            end = max((self.maxima[p] for p in self.parts if p in self.maxima), default=NEVER)
+            resumed_at = self.resumed_at
+            return resumed_at + 1 if resumed_at != NEVER and end <= resumed_at else end
         marks = [m for m in (self.own_watermark(p) for p in self.parts) if m is not None]
         return min(marks) if marks else NEVER
 

@@ -43,3 +43,18 @@ def test_new_data_never_moves_an_idle_watermark_back() -> None:
     clock.observe("a", 101_000)  # data again: idle 0, but the floor keeps the watermark
     assert clock.watermark() == held
     assert SourceClock(("a",), LATENESS).watermark() == NEVER
+
+
+@pytest.mark.parametrize(("title", "first_complete", "new_max", "expected"), [
+    ("resumed after the end, only older data: just past the old end", True, 50_000, 100_001),
+    ("resumed after the end, newer data: the newest event time", True, 150_000, 150_000),
+    ("resumed mid-run: the end as without the resume", False, 50_000, 100_000),
+])
+def test_the_end_of_a_resumed_run(title: str, first_complete: bool, new_max: int, expected: int) -> None:
+    """A run resumed from a state that had ended ends past that end, so late lines it read are applied."""
+    clock = SourceClock(("a",), LATENESS)
+    clock.observe("a", 100_000, eof=first_complete)
+    clock.restart(("a", "b"))
+    clock.observe("a", 100_000, eof=True)
+    clock.observe("b", new_max, eof=True)
+    assert clock.watermark() == expected, title
