@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from hashlib import blake2b
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -23,6 +23,10 @@ from .workflows import Workflow, compile_workflows
 from .errors import ConfigError, Problems
 from .timeutil import parse_duration_ms, parse_iso_ms
 
+# Each shard of each stage keeps its own stores and buffers: thousands took minutes and
+# gigabytes to start on a small input. A shard is the unit of parallelism, and 256 is
+# more workers than one Bytewax cluster runs here.
+MAX_SHARDS: Final = 256
 DEFAULT_STAGES = (("awareness", 0), ("interest", 11), ("marketing_qualified", 30), ("sales_ready", 40))
 DEFAULT_GRADE_BANDS = (("A", 80.0), ("B", 60.0), ("C", 40.0), ("D", 20.0), ("E", 10.0))
 GRADES = ("A", "B", "C", "D", "E", "F")
@@ -346,8 +350,8 @@ def _settings(body: dict[str, Any], p: Problems) -> Settings:
             out["visit_events"] = tuple(ev)
     if "shards" in body:
         n = body["shards"]
-        if not (type(n) is int and 1 <= n <= 4096):
-            p.add("settings.shards", f"expected a whole number from 1 to 4096, got {n!r}")
+        if not (type(n) is int and 1 <= n <= MAX_SHARDS):
+            p.add("settings.shards", f"expected a whole number from 1 to {MAX_SHARDS}, got {n!r}")
         else:
             out["shards"] = n
     return Settings(**out)

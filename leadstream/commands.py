@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from engine.config import Config, load_config
+from engine.config import MAX_SHARDS, Config, load_config
 from flows.sqltext import scalar
 
 from . import native
@@ -123,6 +123,23 @@ def _recovery(args: argparse.Namespace, init: bool = True) -> tuple[Any, bool]:
     return RecoveryConfig(folder), resuming
 
 
+def _check_resume(args: argparse.Namespace, config: Config, parts: tuple[str, ...], resuming: bool,
+                  write: bool = True) -> None:
+    """Refuse to resume a recovery directory with other shards, inputs or outputs (see leadstream/resume.py)."""
+    if not getattr(args, "recovery", None):
+        return
+    from .resume import ResumeMismatch, check_and_record
+
+    outputs = {"--warehouse": args.warehouse, "--triggers": args.triggers}
+    if args.dead_letter:
+        outputs["--dead-letter"] = args.dead_letter
+    try:
+        check_and_record(Path(args.recovery), resuming, args.shards or config.settings.shards, parts, outputs,
+                         write=write)
+    except ResumeMismatch as ex:
+        raise UsageError(str(ex)) from None
+
+
 def _cluster_size(args: argparse.Namespace) -> int:
     if getattr(args, "addresses", None):
         return len(args.addresses.split(";"))
@@ -200,6 +217,10 @@ def _kafka_config(args: argparse.Namespace) -> dict[str, str]:
 def _check_cluster_args(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    shards = getattr(args, "shards", None)
+    if shards is not None and not 1 <= shards <= MAX_SHARDS:
+        raise UsageError(f"--shards must be a whole number from 1 to {MAX_SHARDS} (default: [settings] shards of "
+                         f"the config, 16 if unset); got {shards}")
     if getattr(args, "cut_every", 0) < 0:
         raise UsageError(f"--cut-every must be a number of lines, or 0 for cuts by time only; got {args.cut_every}")
     for flag, default in (("snapshot_interval", 10.0), ("epoch_interval", 10.0)):
@@ -221,8 +242,15 @@ def _check_cluster_args(args: argparse.Namespace) -> None:
         n = len(str(addresses).split(";"))
         if not 0 <= pid < n:
             raise UsageError(f"--process-id {pid}: --addresses names {n} processes (ids 0 to {n - 1})")
-    if getattr(args, "webhook", None) and (args.webhook_attempts < 1 or args.webhook_batch < 1):
-        raise UsageError("--webhook-attempts and --webhook-batch must be at least 1")
+    if getattr(args, "webhook", None):
+        from urllib.parse import urlsplit
+
+        url = urlsplit(args.webhook)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise UsageError(f"--webhook {args.webhook}: expected an http:// or https:// URL with a host, "
+                             "e.g. https://hooks.example.com/leadstream")
+        if args.webhook_attempts < 1 or args.webhook_batch < 1:
+            raise UsageError("--webhook-attempts and --webhook-batch must be at least 1")
 
 
 def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
@@ -246,9 +274,11 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     pid = getattr(args, "process_id", None)
     spawned = getattr(args, "spawned", False)
     if getattr(args, "processes", 1) > 1 and pid is None:
-        return _run_cluster(args)
+        return _run_cluster(args, config, parts)
     first = pid is None or pid == 0
     recovery, resuming = _recovery(args, init=first and not spawned)
+    if not spawned:
+        _check_resume(args, config, parts, resuming, write=first)
     warehouse, triggers, dead = _prepare_outputs(args, resuming, clean=first and not spawned)
     follow = args.follow or (kafka_input is not None and not args.kafka_eof)
     webhook = None
@@ -339,7 +369,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _run_cluster(args: argparse.Namespace) -> dict[str, Any]:
+def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...]) -> dict[str, Any]:
     """--processes N: start N processes of one Bytewax cluster on loopback, wait, then summarise.
 
     This process initialises the recovery directory and the outputs once; the warehouse is
@@ -350,6 +380,7 @@ def _run_cluster(args: argparse.Namespace) -> dict[str, Any]:
 
     n = args.processes
     _, resuming = _recovery(args)
+    _check_resume(args, config, parts, resuming)
     warehouse, triggers, dead = _prepare_outputs(args, resuming)
     ports = []
     holders = []

@@ -18,7 +18,7 @@ BAD = [
     ("unknown_top_level", "[segmnts.x]\nall = []\n", "cfg.toml: segmnts: unknown key 'segmnts'"),
     ("unknown_setting", '[settings]\nvisit_timout = "30m"\n', "cfg.toml: settings.visit_timout: unknown key"),
     ("bad_duration", '[settings]\nvisit_timeout = "30 minutes"\n', "cfg.toml: settings.visit_timeout: expected a duration"),
-    ("bad_shards", "[settings]\nshards = 0\n", "cfg.toml: settings.shards: expected a whole number from 1 to 4096"),
+    ("bad_shards", "[settings]\nshards = 0\n", "cfg.toml: settings.shards: expected a whole number from 1 to 256"),
     ("unknown_field", SEG % '{ field = "trait.city", op = "eq", value = "Munich" }', "segments.hot_leads.all[1].field: unknown field 'trait.city'"),
     ("event_field_in_segment", SEG % '{ field = "event.name", op = "eq", value = "x" }',
      "segments.hot_leads.all[1].field: field 'event.name' reads the event, but this condition is evaluated on contact state"),

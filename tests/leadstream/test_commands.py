@@ -38,9 +38,14 @@ def test_cut_lines_are_per_process(flags: dict, expected: int) -> None:
         (["--epoch-interval", "0"], "--epoch-interval must be a positive number of seconds (default 10); got 0.0"),
         (["--epoch-interval", "inf"], "--epoch-interval must be a positive number of seconds (default 10); got inf"),
         (["--process-id", "0"], "--process-id and --addresses go together"),
+        (["--shards", "0"], "--shards must be a whole number from 1 to 256 (default: [settings] shards of the "
+                            "config, 16 if unset); got 0"),
+        (["--shards", "5000"], "--shards must be a whole number from 1 to 256"),
+        (["--webhook", "notaurl"], "--webhook notaurl: expected an http:// or https:// URL with a host"),
+        (["--webhook", "ftp://x/hook"], "--webhook ftp://x/hook: expected an http:// or https:// URL"),
     ],
     ids=["workers", "processes", "cut-every", "snapshot-zero", "snapshot-negative", "snapshot-nan", "epoch-zero",
-         "epoch-inf", "process-id-alone"],
+         "epoch-inf", "process-id-alone", "shards-zero", "shards-too-many", "webhook-not-a-url", "webhook-ftp"],
 )
 def test_run_refuses_flag_mistakes_before_it_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
                                                     message: str) -> None:
