@@ -6,6 +6,7 @@ unknown key anywhere is an error, so a typo can never silently disable a rule.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -268,9 +269,23 @@ def parse_config(text: str, file: str = "<config>") -> Config:
     return build_config(doc, file)
 
 
+def _non_finite(value: Any, path: str, p: Problems) -> None:
+    """Report every nan and inf (valid TOML floats) wherever they are: no setting means them, and a
+    nan score or band minimum compares false with everything, so stages and segments never move."""
+    if isinstance(value, float) and not math.isfinite(value):
+        p.add(path or "(top)", f"expected a finite number, got {value}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _non_finite(item, f"{path}.{key}" if path else str(key), p)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _non_finite(item, f"{path}[{i}]", p)
+
+
 def build_config(doc: dict[str, Any], file: str = "<config>") -> Config:
     """Validate and compile an already-parsed config document."""
     p = Problems(file)
+    _non_finite(doc, "", p)
     _unknown_keys(doc, TOP_LEVEL, "", p)
     settings = _settings(_table(doc, "settings", "", p), p)
     windows: dict[str, WindowSpec] = {}

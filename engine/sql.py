@@ -231,5 +231,10 @@ def condition_sql(node: Any, now_ms: int) -> str:
 
 
 def segment_query(node: Any, now_ms: int, columns: str = "c.contact_id, c.user_id, c.email, c.stage, c.grade") -> str:
-    """A query for the contacts that match a condition at ``now_ms``, ordered by contact_id."""
-    return f"SELECT {columns} FROM contacts c WHERE {condition_sql(node, now_ms)} ORDER BY c.contact_id"
+    """A query for the contacts that match a condition at ``now_ms``, ordered by contact_id.
+
+    Erased contacts are never members, as in the stream (a condition such as "no title"
+    or "score below 5" would otherwise match what erasure left of them).
+    """
+    return (f"SELECT {columns} FROM contacts c WHERE c.deleted IS NOT TRUE AND ({condition_sql(node, now_ms)}) "
+            "ORDER BY c.contact_id")

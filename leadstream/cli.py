@@ -46,7 +46,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .generate import GenerateOptions, write_events
+    from .generate import GenerateOptions, check_options, write_events
 
     opts = GenerateOptions(
         events=args.events,
@@ -59,19 +59,33 @@ def _generate(args: argparse.Namespace) -> int:
         bot_share=args.bot_share,
         devices_per_user=args.devices_per_user,
     )
+    try:
+        check_options(opts)
+    except ValueError as ex:
+        raise UsageError(str(ex)) from None
     if args.out == "-":
         stats = write_events(opts, sys.stdout.buffer)
     else:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".gz":
-            import gzip
+        import os
 
-            with gzip.open(out, "wb", compresslevel=5) as fh:
-                stats = write_events(opts, fh)
-        else:
-            with out.open("wb") as fh:
-                stats = write_events(opts, fh)
+        out = Path(args.out)
+        if out.is_dir():
+            raise UsageError(f"--out {out}: is a directory; name a file such as {out / 'events.jsonl'}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # Written beside and renamed at the end: an interrupted run leaves an earlier file whole.
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            if out.suffix == ".gz":
+                import gzip
+
+                with gzip.open(tmp, "wb", compresslevel=5) as fh:
+                    stats = write_events(opts, fh)
+            else:
+                with tmp.open("wb") as fh:
+                    stats = write_events(opts, fh)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
     print(
         f"wrote {stats.lines} lines to {args.out}: {stats.people} people, {stats.identified} identified, "
         f"{stats.malformed} malformed, {stats.duplicates} duplicates, {stats.late} late",
@@ -163,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`leadstream segment ... | head`): what it
+        # wanted, it has. Python would still flush stdout at exit and complain again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a program that SIGPIPE ended
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import signal
 import sys
@@ -116,8 +117,16 @@ def _recovery(args: argparse.Namespace, init: bool = True) -> tuple[Any, bool]:
     from bytewax.recovery import RecoveryConfig, init_db_dir
 
     folder = Path(args.recovery)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--recovery {folder}: is a file; name a folder (an empty or new one for a fresh run)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as ex:
+        raise UsageError(f"--recovery {folder}: cannot create it ({ex.strerror})") from None
     resuming = any(folder.iterdir())
+    if resuming and not any(folder.glob("part-*.sqlite3")):
+        raise UsageError(f"--recovery {folder}: holds files but no saved state (part-*.sqlite3); name an empty "
+                         "or new folder for a fresh run, or the folder an earlier run saved its state in")
     if not resuming and init:
         init_db_dir(folder, max(1, args.workers) * _cluster_size(args))
     return RecoveryConfig(folder), resuming
@@ -165,8 +174,21 @@ def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = Tru
     files = [p for p in (warehouse, triggers, dead) if isinstance(p, Path)]
     if len({p.resolve() for p in files}) < len(files) or triggers == dead:
         raise UsageError("--warehouse, --triggers and --dead-letter must be three different outputs")
+    flags = {warehouse: "--warehouse", triggers: "--triggers", dead: "--dead-letter"}
     for path in files:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Found now rather than when the first line or the first snapshot is written,
+        # which for the warehouse was after the whole input had been read.
+        flag = flags[path]
+        if path.is_dir():
+            raise UsageError(f"{flag} {path}: is a directory; name a file in it, such as {path / path.name}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UsageError(f"{flag} {path}: a part of {path.parent} is a file, not a folder") from None
+        except OSError as ex:
+            raise UsageError(f"{flag} {path}: cannot create {path.parent} ({ex.strerror})") from None
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {path}: {path.parent} is not writable")
     if clean and not resuming:
         # A fresh run publishes a new warehouse: parts of an earlier run would be orphans.
         shutil.rmtree(Path(str(warehouse) + ".parts"), ignore_errors=True)
@@ -556,6 +578,11 @@ def add_segment(sub: argparse._SubParsersAction) -> None:
     seg.set_defaults(func=cmd_segment)
 
 
+def _sql_literal(text: str) -> str:
+    """``text`` as a SQL string literal (a path may hold a quote)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     """`leadstream segment`."""
     from engine.sql import SqlUnsupported, segment_query
@@ -569,11 +596,25 @@ def cmd_segment(args: argparse.Namespace) -> int:
     path = Path(args.warehouse)
     if not path.exists():
         raise UsageError(f"{path}: no warehouse here; create one with `leadstream run ... --warehouse {path}`")
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        if args.at:
+    out_format = None
+    if args.out:
+        out_format = {".csv": "csv, header true", ".parquet": "parquet"}.get(Path(args.out).suffix.lower())
+        if out_format is None:
+            raise UsageError(f"--out {args.out}: name a .csv or .parquet file (the format follows the suffix)")
+    now = None
+    if args.at:
+        try:
             now = parse_iso_ms(args.at)
-        else:
+        except (ValueError, OverflowError):
+            raise UsageError(f"--at {args.at}: expected an ISO-8601 instant such as 2026-01-05T08:00:00Z") from None
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as ex:
+        raise UsageError(f"{path}: not a DuckDB warehouse that leadstream wrote ({str(ex).splitlines()[0]})") from None
+    try:
+        if not scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'contacts'"):
+            raise UsageError(f"{path}: a DuckDB file, but not a leadstream warehouse (it has no contacts table)")
+        if now is None:
             now = scalar(con, "SELECT epoch_ms(max(timestamp)) FROM events") or 0
         try:
             query = segment_query(found[args.name].node, now)
@@ -583,8 +624,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
             print(query)
             return 0
         if args.out:
-            fmt = "parquet" if args.out.endswith(".parquet") else "csv, header true"
-            con.execute(f"COPY ({query}) TO '{args.out}' (FORMAT {fmt})")
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            con.execute(f"COPY ({query}) TO {_sql_literal(str(out))} (FORMAT {out_format})")
             n = scalar(con, f"SELECT count(*) FROM ({query})")
             print(f"{n} contacts in {args.name} -> {args.out}", file=sys.stderr)
         else:
@@ -629,16 +671,23 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """`leadstream demo`."""
-    from .generate import GenerateOptions, write_events
+    from .generate import GenerateOptions, check_options, write_events
 
+    options = GenerateOptions(events=args.events, contacts=args.contacts, seed=args.seed)
+    try:
+        check_options(options)
+    except ValueError as ex:
+        raise UsageError(str(ex)) from None
     folder = Path(args.dir)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--dir {folder}: is a file; name a folder for the demo's input and outputs")
     folder.mkdir(parents=True, exist_ok=True)
     events = folder / "events.jsonl.gz"
     print(f"generating {args.events:,} events for {args.contacts:,} people -> {events}", file=sys.stderr)
     import gzip
 
     with gzip.open(events, "wb", compresslevel=3) as fh:
-        write_events(GenerateOptions(events=args.events, contacts=args.contacts, seed=args.seed), fh)
+        write_events(options, fh)
     run_args = argparse.Namespace(
         input=[str(events)], warehouse=str(folder / "warehouse.duckdb"), triggers=str(folder / "triggers.jsonl"),
         dead_letter=str(folder / "dead_letters.jsonl"), follow=False, workers=1, snapshot_interval=10.0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import gzip
 import heapq
+import math
 import random
 from collections import deque
 from collections.abc import Iterator
@@ -141,24 +142,39 @@ MIN_VISIT_GAP_MS = 30 * 60_000  # sessionisation boundary: anything shorter is o
 EVENTS_PER_VISIT = 3.6  # measured mean of _Run._person; calibrates the visit rate to `days`
 
 
-def _check(opts: GenerateOptions) -> None:
-    """Reject options that cannot produce a meaningful stream."""
-    if opts.events < 0 or opts.contacts < 1 or opts.devices_per_user < 1:
-        raise ValueError("need events >= 0, contacts >= 1 and devices_per_user >= 1")
-    if opts.days <= 0 or opts.disorder_seconds < 0:
-        raise ValueError("need days > 0 and disorder_seconds >= 0")
-    shares = (opts.identify_share, opts.malformed_share, opts.duplicate_share, opts.late_share, opts.bot_share)
-    if not all(0.0 <= s <= 1.0 for s in shares):
-        raise ValueError("shares must lie in [0, 1]")
-    if opts.malformed_share + opts.duplicate_share + opts.bot_share > 1.0:
-        raise ValueError("malformed_share + duplicate_share + bot_share must not exceed 1")
+MAX_CONTACTS = 10_000_000  # a list slot, a heap entry and an offset each: about 100 bytes
+
+
+def check_options(opts: GenerateOptions) -> None:
+    """Reject options that cannot produce a meaningful stream, naming the command-line flag (ValueError)."""
+    problems = []
+    if opts.events < 0:
+        problems.append(f"--events must be 0 or more, got {opts.events}")
+    if not 1 <= opts.contacts <= MAX_CONTACTS:
+        problems.append(f"--contacts must be from 1 to {MAX_CONTACTS:,}, got {opts.contacts}")
+    if opts.devices_per_user < 1:
+        problems.append(f"--devices-per-user must be 1 or more, got {opts.devices_per_user}")
+    if not (math.isfinite(opts.days) and opts.days > 0):
+        problems.append(f"days must be a positive number, got {opts.days}")
+    if not (math.isfinite(opts.disorder_seconds) and 0 <= opts.disorder_seconds <= 86_400):
+        problems.append(f"--disorder must be from 0 to 86400 seconds, got {opts.disorder_seconds}")
+    shares = {"identify_share": opts.identify_share, "--malformed-share": opts.malformed_share,
+              "--duplicate-share": opts.duplicate_share, "--late-share": opts.late_share,
+              "--bot-share": opts.bot_share}
+    bad = [f"{flag} must lie in 0..1, got {value}" for flag, value in shares.items() if not 0.0 <= value <= 1.0]
+    problems.extend(bad)
+    if not bad and opts.malformed_share + opts.duplicate_share + opts.bot_share > 1.0:
+        problems.append("--malformed-share + --duplicate-share + --bot-share must not exceed 1 (people's own "
+                        f"events are the rest), got {opts.malformed_share + opts.duplicate_share + opts.bot_share:g}")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 class _Run:
     """One generation run: the people, the event-time heap and the line mixer."""
 
     def __init__(self, opts: GenerateOptions) -> None:
-        _check(opts)
+        check_options(opts)
         self.opts = opts
         self.rng = random.Random(opts.seed)
         self.stats = GenerateStats()

@@ -130,3 +130,42 @@ def test_segment_command(both: Any, baseline: Path, segment: str) -> None:
     cond = next(s.condition for s in config.segments if s.name == segment)
     assert printed == {cid for cid, c in contacts.items() if cond.fn(c, None, now)}
     assert f"{len(printed)} contacts in {segment}" in res.stderr
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--at", "yesterday"], "--at yesterday: expected an ISO-8601 instant such as 2026-01-05T08:00:00Z"),
+    (["--out", "{tmp}/x.xlsx"], "--out {tmp}/x.xlsx: name a .csv or .parquet file"),
+    (["--warehouse", "{tmp}"], "{tmp}: not a DuckDB warehouse that leadstream wrote"),
+    (["--warehouse", "{tmp}/notes.txt"], "{tmp}/notes.txt: not a DuckDB warehouse that leadstream wrote"),
+    (["--warehouse", "{tmp}/other.duckdb"], "{tmp}/other.duckdb: a DuckDB file, but not a leadstream warehouse"),
+], ids=["at", "out-suffix", "warehouse-dir", "warehouse-text", "warehouse-other-duckdb"])
+def test_segment_command_mistakes(baseline: Path, tmp_path: Path, flags: list[str], message: str) -> None:
+    """Mistakes in `leadstream segment` are exit status 2 with what to do, never a traceback."""
+    import duckdb
+
+    from .conftest import leadstream
+
+    (tmp_path / "notes.txt").write_text("not a database")
+    duckdb.connect(str(tmp_path / "other.duckdb")).execute("CREATE TABLE t (x INT)").close()
+    base = {"--config": str(CONFIG), "--warehouse": str(baseline / "warehouse.duckdb")}
+    for i in range(0, len(flags), 2):
+        base[flags[i]] = flags[i + 1].format(tmp=tmp_path)
+    res = leadstream("segment", "hot_leads", *[x for kv in base.items() for x in kv], check=False)
+    assert res.returncode == 2, res.stderr
+    assert f"leadstream segment: {message.format(tmp=tmp_path)}" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_segment_export_to_a_new_folder_and_a_quoted_name(baseline: Path, tmp_path: Path) -> None:
+    """--out creates its folder, takes any file name (a quote included) and any case of the suffix."""
+    import duckdb
+
+    from .conftest import leadstream
+
+    out = tmp_path / "new" / "it's hot.PARQUET"
+    res = leadstream("segment", "hot_leads", "--config", str(CONFIG), "--warehouse", str(baseline / "warehouse.duckdb"),
+                     "--out", str(out))
+    printed = leadstream("segment", "hot_leads", "--config", str(CONFIG), "--warehouse", str(baseline / "warehouse.duckdb"))
+    rows = duckdb.connect().execute("SELECT contact_id FROM read_parquet(?) ORDER BY 1", [str(out)]).fetchall()
+    assert [r[0] for r in rows] == [line.split("\t")[0] for line in printed.stdout.splitlines()[1:]]
+    assert f"{len(rows)} contacts in hot_leads -> {out}" in res.stderr

@@ -122,7 +122,9 @@ def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
     import orjson
 
     config = tmp_path / "privacy.toml"
-    config.write_text(CONFIG.read_text() + '\n[privacy]\nconsent_category = "analytics"\n')
+    # A segment that what erasure leaves of a contact (no e-mail address) would match.
+    config.write_text(CONFIG.read_text() + '\n[segments.no_email]\nall = [{ field = "email", op = "exists", value = false }]\n'
+                      '\n[privacy]\nconsent_category = "analytics"\n')
     ok = {"consent": {"categoryPreferences": {"analytics": True}}}
     lines = [
         # Still anonymous 30 s into its visit: d1 gets the survey overlay before it identifies as u1.
@@ -179,6 +181,13 @@ def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
         con.close()
     snap = last_snapshot(tmp_path / "out" / "warehouse.duckdb")
     assert snap["lines_read"] == 9 and snap["dead_lettered"] == 1 and snap["accepted"] == 8
+    # One-time segmentation leaves erased contacts out, as the stream does.
+    from .conftest import leadstream
+
+    res = leadstream("segment", "no_email", "--config", str(config), "--warehouse", str(tmp_path / "out" / "warehouse.duckdb"))
+    printed = {line.split("\t")[0] for line in res.stdout.splitlines()[1:]}
+    assert printed == set(), res.stdout  # u2 has an address; u1's is gone with u1
+    assert "0 contacts in no_email" in res.stderr
 
 
 

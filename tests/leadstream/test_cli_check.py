@@ -41,3 +41,14 @@ def test_help_explains_commands() -> None:
     for command in ("check", "generate", "run", "segment", "demo"):
         sub = _cli(command, "--help")
         assert sub.returncode == 0 and "options:" in sub.stdout and len(sub.stdout) > 200, command
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """`leadstream check ... | head -1`: the closed pipe ends the command quietly, as a shell would report it."""
+    proc = subprocess.Popen([sys.executable, "-m", "leadstream.cli", "generate", "--events", "200000", "--out", "-"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().startswith(b"{")
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err

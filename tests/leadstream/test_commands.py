@@ -89,3 +89,55 @@ def test_run_says_which_files_of_a_directory_it_does_not_read(tmp_path: Path, ca
     assert main(argv) == status
     err = capsys.readouterr().err
     assert said in err and ".DS_Store" not in err
+
+
+@pytest.mark.parametrize(
+    ("setup", "flags", "message"),
+    [
+        ("dir", ["--warehouse", "{tmp}/taken"], "--warehouse {tmp}/taken: is a directory; name a file in it"),
+        ("dir", ["--triggers", "{tmp}/taken"], "--triggers {tmp}/taken: is a directory"),
+        ("file", ["--warehouse", "{tmp}/taken/w.duckdb"], "--warehouse {tmp}/taken/w.duckdb: a part of {tmp}/taken is "
+                                                           "a file, not a folder"),
+        ("file", ["--recovery", "{tmp}/taken"], "--recovery {tmp}/taken: is a file"),
+        ("junk", ["--recovery", "{tmp}/taken"], "--recovery {tmp}/taken: holds files but no saved state"),
+    ],
+    ids=["warehouse-is-a-dir", "triggers-is-a-dir", "warehouse-under-a-file", "recovery-is-a-file",
+         "recovery-not-a-state"],
+)
+def test_run_refuses_unusable_outputs_before_it_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: str,
+                                                      flags: list[str], message: str) -> None:
+    """An output that cannot be written is exit status 2 before any input is read (not a panic at the end)."""
+    from leadstream.cli import main
+
+    taken = tmp_path / "taken"
+    if setup == "dir":
+        taken.mkdir()
+    elif setup == "file":
+        taken.write_text("x")
+    else:
+        taken.mkdir()
+        (taken / "notes.txt").write_text("x")
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "page", "anonymousId": "a-1", "messageId": "m-1", "timestamp": "2026-01-05T08:00:00Z"}\n')
+    config = Path(__file__).resolve().parents[2] / "examples" / "marketing.toml"
+    base = {"--warehouse": str(tmp_path / "w.duckdb"), "--triggers": str(tmp_path / "t.jsonl")}
+    for i in range(0, len(flags), 2):
+        base[flags[i]] = flags[i + 1].format(tmp=tmp_path)
+    argv = ["run", "--config", str(config), "--input", str(events), "--quiet", *[x for kv in base.items() for x in kv]]
+    assert main(argv) == 2
+    assert f"leadstream run: {message.format(tmp=tmp_path)}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--events", "-1"], "--events must be 0 or more, got -1"),
+    (["--dir", "{tmp}/file"], "--dir {tmp}/file: is a file"),
+], ids=["events", "dir-is-a-file"])
+def test_demo_refuses_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str) -> None:
+    """The demo checks its flags before it generates anything."""
+    from leadstream.cli import main
+
+    (tmp_path / "file").write_text("x")
+    argv = ["demo", "--dir", str(tmp_path / "demo"), *[f.format(tmp=tmp_path) for f in flags]]
+    assert main(argv) == 2
+    assert f"leadstream demo: {message.format(tmp=tmp_path)}" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

@@ -11,6 +11,8 @@ from datetime import datetime
 from functools import lru_cache
 
 import orjson
+from pathlib import Path
+
 import pytest
 
 from leadstream.generate import GenerateOptions, GenerateStats, generate_lines, write_events
@@ -146,16 +148,42 @@ def test_line_count_equals_events(events: int, contacts: int, extra: dict) -> No
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "said"),
     [
-        {"events": -1}, {"contacts": 0}, {"devices_per_user": 0}, {"days": 0},
-        {"disorder_seconds": -1}, {"malformed_share": 1.5}, {"late_share": -0.1},
-        {"malformed_share": 0.6, "bot_share": 0.6},
+        ({"events": -1}, "--events must be 0 or more, got -1"),
+        ({"contacts": 0}, "--contacts must be from 1 to 10,000,000, got 0"),
+        ({"contacts": 10**9}, "--contacts must be from 1 to 10,000,000, got 1000000000"),
+        ({"devices_per_user": 0}, "--devices-per-user must be 1 or more, got 0"),
+        ({"days": 0}, "days must be a positive number, got 0"),
+        ({"disorder_seconds": -1}, "--disorder must be from 0 to 86400 seconds, got -1"),
+        ({"disorder_seconds": 1e12}, "--disorder must be from 0 to 86400 seconds"),
+        ({"disorder_seconds": float("nan")}, "--disorder must be from 0 to 86400 seconds, got nan"),
+        ({"malformed_share": 1.5}, "--malformed-share must lie in 0..1, got 1.5"),
+        ({"late_share": -0.1}, "--late-share must lie in 0..1, got -0.1"),
+        ({"bot_share": 1.0}, "--malformed-share + --duplicate-share + --bot-share must not exceed 1"),
+        ({"malformed_share": 0.6, "bot_share": 0.6}, "must not exceed 1 (people's own events are the rest), got 1.2"),
     ],
 )
-def test_invalid_options_are_rejected(bad: dict) -> None:
-    with pytest.raises(ValueError):
+def test_invalid_options_are_rejected(bad: dict, said: str) -> None:
+    """Options that cannot make a stream are refused before anything is made, naming the flag."""
+    with pytest.raises(ValueError) as ex:
         list(generate_lines(GenerateOptions(**bad)))
+    assert said in str(ex.value)
+
+
+def test_cli_refuses_bad_options_before_touching_the_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit status 2 with the flag, and an existing file of that name is left as it was."""
+    from leadstream.cli import main
+
+    out = tmp_path / "keep.jsonl"
+    out.write_text("an earlier stream\n")
+    assert main(["generate", "--events", "-1", "--out", str(out)]) == 2
+    assert "leadstream generate: --events must be 0 or more, got -1" in capsys.readouterr().err
+    assert out.read_text() == "an earlier stream\n"
+    assert main(["generate", "--events", "5", "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["generate", "--events", "5", "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 5 and not list(tmp_path.glob(".*.tmp"))
 
 
 # -- format and content ---------------------------------------------------------------------
