@@ -113,8 +113,9 @@ class IdentityShard:
             self._link(e.previous_id, user_id, e, at, out, late)  # type: ignore[arg-type]
             self._forward(user_id, e, at, out, late)  # type: ignore[arg-type]
         elif user_id is not None:
-            if e.anonymous_id is not None:
-                self._link(e.anonymous_id, user_id, e, at, out, late)
+            # An event without an anonymousId lands in the shard of its userId as a device:
+            # an anonymous profile of that very id is this person's (see _link).
+            self._link(e.anonymous_id if e.anonymous_id is not None else user_id, user_id, e, at, out, late)
             self._forward(user_id, e, at, out, late)
         else:
             device: str = e.anonymous_id  # type: ignore[assignment]  # decoding: no userId means an anonymousId
@@ -134,10 +135,23 @@ class IdentityShard:
             self.timers.sync(device, profile.timers)
 
     def _link(self, device: str, user_id: str, e: Event, at: int, out: ShardOutput, late: bool) -> None:
-        if device == user_id:
-            return
         current = self.links.get(device)
         if current is not None and current[0] == user_id:
+            return
+        if device == user_id:
+            # A device id that is also the userId (trackers that reuse one id for both):
+            # the anonymous profile of that id, if there is one, is the known contact's past.
+            # It merges into the contact of the same id and the device links to it; no
+            # tombstone, which would remove the known contact's own row in the warehouse.
+            if current is not None or device not in self.profiles:
+                return
+            self.links[device] = (user_id, e.ts)
+            self.changed_links.add(device)
+            profile = self.profiles.pop(device)
+            self.changed_profiles.discard(device)
+            if not profile.deleted:
+                out.count("merges")
+                out.routed.append(Routed(MERGE, user_id, at, e.message_id, profile=profile, late=late))
             return
         if current is not None:
             out.count("relinks")

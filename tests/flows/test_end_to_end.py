@@ -176,3 +176,26 @@ def test_a_deeply_nested_line_is_dead_lettered_and_the_run_goes_on(tmp_path: Pat
     dead = [orjson.loads(x) for x in (tmp_path / "out" / "dead_letters.jsonl").read_bytes().splitlines()]
     assert [(d["reason"], d["source"]) for d in dead] == [("too_large", f"{path}:{n}") for n in (2, 3, 4)]
     assert all(d["detail"] == "nested 301 levels deep (at most 64)" for d in dead)
+
+
+def test_an_anonymous_id_equal_to_the_user_id_is_one_contact_in_the_warehouse(tmp_path: Path) -> None:
+    """A tracker sending the userId as anonymousId too: one known row, with the anonymous history
+    (before, the anonymous profile's row stood in for the known contact, without its e-mail)."""
+    lines = [
+        {"type": "page", "anonymousId": "user-42", "properties": {"path": "/pricing"}, "timestamp": "2026-01-05T08:00:01Z"},
+        {"type": "identify", "anonymousId": "user-42", "userId": "user-42", "traits": {"email": "u42@example.com"},
+         "timestamp": "2026-01-05T08:00:02Z"},
+        {"type": "track", "userId": "user-42", "event": "Form Submitted", "timestamp": "2026-01-05T08:00:03Z"},
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(dict(x, messageId=f"s{i}")) + b"\n" for i, x in enumerate(lines)))
+    run_into(tmp_path / "out", [path])
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "out" / "warehouse.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT contact_id, user_id, email, anonymous_ids, events FROM contacts").fetchall()
+        assert rows == [("user-42", "user-42", "u42@example.com", ["user-42"], 3)]
+        assert con.execute("SELECT count(*) FROM events WHERE contact_id = 'user-42'").fetchone() == (3,)
+    finally:
+        con.close()
