@@ -18,6 +18,7 @@ from .conditions import Compiled, combine, explain
 from .config import AutomationRule, Config, ScoringRule, Segment
 from .contact import ContactState
 from .events import EVENT_TYPES, Event
+from .timeutil import format_ms
 from .triggers import Trigger, make_trigger
 from .workflows import ACTION, IF, JUMP, WAIT, WAIT_UNTIL, Run, Workflow, capture, fill, run_key
 
@@ -743,7 +744,9 @@ class Engine:
                 last = c.wf_fired.get(fired_key)
                 if not (step.cooldown_ms and last is not None and now - last < step.cooldown_ms):
                     c.wf_fired[fired_key] = now
-                    reason = {"workflow": wf.name, "step": step.name, "cause": run.run_id, "entered_at": run.entered_at}
+                    # Times in a trigger are ISO-8601, as its event_time is.
+                    reason = {"workflow": wf.name, "step": step.name, "cause": run.run_id,
+                              "entered_at": format_ms(run.entered_at)}
                     for slot, spec in enumerate(step.actions):
                         out.append(make_trigger(spec.action, wf.rule_id, f"{run.pc}.{slot}", c, now, run.run_id,
                                                 fill(spec.params, run.vars), reason))

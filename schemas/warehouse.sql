@@ -124,7 +124,7 @@ CREATE TABLE dead_letters (
 CREATE TABLE snapshots (
     snapshot_id   INTEGER,
     taken_at      TIMESTAMP,  -- wall-clock time of publication
-    watermark     TIMESTAMP,  -- event time every table is consistent up to (null: end of input)
+    watermark     TIMESTAMP,  -- event time every table is consistent up to (at the end of input: the newest event time)
     lines_read    BIGINT,
     accepted      BIGINT,
     dead_lettered BIGINT,
@@ -152,11 +152,11 @@ SELECT CAST(event_time AS DATE) AS day, action, count(*) AS triggers
 FROM triggers GROUP BY ALL ORDER BY day, action;
 
 -- view: targeted_contacts_per_day
--- Distinct contacts reached by a configured action (not stage/segment bookkeeping) per day.
+-- Distinct contacts reached by a configured action (not stage/segment bookkeeping, not erasure) per day.
 CREATE VIEW targeted_contacts_per_day AS
 SELECT CAST(event_time AS DATE) AS day, count(DISTINCT contact_id) AS contacts
 FROM triggers
-WHERE action NOT IN ('stage_changed', 'segment_entered', 'segment_exited')
+WHERE action NOT IN ('stage_changed', 'segment_entered', 'segment_exited', 'contact_deleted')
 GROUP BY ALL ORDER BY day;
 
 -- view: contacts_in_scenario
