@@ -19,9 +19,11 @@ Action parameters may quote the entry event: ``template = "topic_{event.properti
 from __future__ import annotations
 
 import re
-from sys import intern
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any, Callable, Final
+
+import orjson
 
 from .actions import ActionSpec, compile_actions
 from .conditions import MISSING, CompileContext, Compiled, _event_getter, compile_condition
@@ -126,10 +128,23 @@ def run_key(workflow: str, run_id: str, single: bool) -> str:
     return intern(f"wf:{workflow}") if single else f"wf:{workflow}:{run_id}"
 
 
+def placeholder_text(value: Any) -> str:
+    """How a quoted value reads inside a parameter: a string as it is, nothing for a missing value,
+    anything else as compact JSON (``true``, ``2.5``, ``{"a":[1,2]}``), never Python's repr."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return str(value)
+
+
 def fill(value: Any, variables: dict[str, Any]) -> Any:
     """Fill ``{event.*}`` placeholders in action parameters from the run's entry event."""
     if isinstance(value, str) and "{" in value:
-        return _PLACEHOLDER.sub(lambda m: str(variables.get(m.group(1), "")), value)
+        return _PLACEHOLDER.sub(lambda m: placeholder_text(variables.get(m.group(1))), value)
     if isinstance(value, dict):
         return {k: fill(v, variables) for k, v in value.items()}
     return value
@@ -245,6 +260,13 @@ class _Compiler:
 
     def _collect(self, params: Any, path: str) -> None:
         if isinstance(params, str):
+            # Braces are only ever placeholders: a typo ({evnt.x}, a missing brace) would
+            # otherwise reach every action as literal text.
+            stray = _PLACEHOLDER.sub("", params)
+            if "{" in stray or "}" in stray:
+                p = self.p
+                p.add(f"{path}.params", f"{params!r}: braces must enclose a placeholder {{event.<field>}}, "
+                      "e.g. {event.properties.topic}")
             for m in _PLACEHOLDER.finditer(params):
                 ctx = self.ctx(allow_event=True, allow_state=False)
                 compile_condition({"field": m.group(1), "op": "exists"}, f"{path}.params", ctx)

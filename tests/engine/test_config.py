@@ -18,6 +18,10 @@ BAD = [
     ("unknown_top_level", "[segmnts.x]\nall = []\n", "cfg.toml: segmnts: unknown key 'segmnts'"),
     ("unknown_setting", '[settings]\nvisit_timout = "30m"\n', "cfg.toml: settings.visit_timout: unknown key"),
     ("bad_duration", '[settings]\nvisit_timeout = "30 minutes"\n', "cfg.toml: settings.visit_timeout: expected a duration"),
+    ("template_typo", '[workflows.hi]\ntrigger = { event = { all = [{ field = "event.type", op = "eq", value = "identify" }] } }\n'
+     'steps = [{ action = "send_email", params = { template = "t_{evnt.properties.topic}_{event.properties.topic" } }]\n',
+     "cfg.toml: workflows.hi.steps[0].params: 't_{evnt.properties.topic}_{event.properties.topic': braces must enclose "
+     "a placeholder {event.<field>}"),
     ("bad_shards", "[settings]\nshards = 0\n", "cfg.toml: settings.shards: expected a whole number from 1 to 256"),
     ("nan_value", SEG % '{ field = "score.default", op = "lt", value = nan }',
      "cfg.toml: segments.hot_leads.all[1].value: expected a finite number, got nan"),
