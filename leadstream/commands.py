@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -190,8 +189,19 @@ def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = Tru
         if not os.access(path.parent, os.W_OK | os.X_OK):
             raise UsageError(f"{flag} {path}: {path.parent} is not writable")
     if clean and not resuming:
-        # A fresh run publishes a new warehouse: parts of an earlier run would be orphans.
-        shutil.rmtree(Path(str(warehouse) + ".parts"), ignore_errors=True)
+        # A fresh run publishes a new warehouse, and an earlier run's parts become orphans. A
+        # reader may still have the earlier warehouse open, whose views read those parts: they
+        # go with the writer's other orphans, two minutes after they were last in use, which
+        # is from now on (deleting them here broke such readers at once).
+        now = time.time()
+        for part in Path(str(warehouse) + ".parts").glob("*/*.parquet"):
+            os.utime(part, (now, now))
+        # The line files start empty now: their sinks open them only when a first line comes,
+        # so a run without triggers left an earlier run's in place, or no file at all for a
+        # reader to tail.
+        for path in (triggers, dead):
+            if isinstance(path, Path):
+                path.write_bytes(b"")
     return warehouse, triggers, dead
 
 

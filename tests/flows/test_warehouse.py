@@ -212,3 +212,28 @@ def test_a_resumed_run_applies_input_older_than_its_watermark(clickstream: Path,
         assert con.execute("SELECT count(*) FROM contacts WHERE contact_id LIKE 'late-device-%'").fetchone() == (50,)
     finally:
         con.close()
+
+
+def test_a_fresh_run_keeps_the_earlier_warehouse_readable_and_starts_its_line_files_empty(
+        clickstream: Path, tmp_path: Path) -> None:
+    """A reader with the earlier warehouse open can still query it after a fresh run over the same
+    path published its own (its parts go only after the grace period), and the new run's trigger
+    file holds only the new run's triggers, none at all here."""
+    import orjson
+
+    out = tmp_path / "out"
+    run_into(out, [clickstream])
+    reader = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    try:
+        before = reader.execute("SELECT count(*) FROM triggers").fetchone()
+        assert before is not None and before[0] > 0
+        quiet = tmp_path / "quiet.jsonl"  # one anonymous page view that fires nothing
+        quiet.write_bytes(orjson.dumps({"type": "screen", "anonymousId": "q1", "messageId": "q1",
+                                        "timestamp": "2026-01-05T08:00:00Z"}) + b"\n")
+        run_into(out, [quiet])
+        assert reader.execute("SELECT count(*) FROM triggers").fetchone() == before
+    finally:
+        reader.close()
+    assert (out / "triggers.jsonl").read_bytes() == b""
+    assert (out / "dead_letters.jsonl").read_bytes() == b""
+    assert last_snapshot(out / "warehouse.duckdb")["lines_read"] == 1
