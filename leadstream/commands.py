@@ -348,6 +348,8 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     delete_after_run()  # the run has ended and recorded its last state: parts of erased people go
     elapsed = time.monotonic() - started
     summary = summarize(warehouse, triggers, dead, elapsed)
+    if webhook is not None and first:
+        summary["webhook"] = {"url": args.webhook, "failed_batches": _webhook_failures(dead)}
     if pid is None:
         # One process: its workers' time by step is the whole run's (see flows/progress.py).
         summary["step_seconds"] = PROGRESS.steps()
@@ -460,7 +462,10 @@ def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...
               + (f"; run the same command again to resume from {args.recovery}" if args.recovery else ""),
               file=sys.stderr)
         raise SystemExit(1)
-    return summarize(warehouse, triggers, dead, time.monotonic() - started)
+    summary = summarize(warehouse, triggers, dead, time.monotonic() - started)
+    if getattr(args, "webhook", None):
+        summary["webhook"] = {"url": args.webhook, "failed_batches": _webhook_failures(dead)}
+    return summary
 
 
 def _stop_reading(signum: int, _frame: Any) -> None:
@@ -521,6 +526,15 @@ def summarize(warehouse: Path, triggers: Path, dead: Path, elapsed: float) -> di
     }
 
 
+def _webhook_failures(dead: Any) -> int | None:
+    """Batches the webhook gave up on, counted in the dead-letter file (None for a topic: not read back)."""
+    if not isinstance(dead, Path) or not dead.exists():
+        return None if not isinstance(dead, Path) else 0
+    marker = b'"reason":"webhook_failed"'
+    with dead.open("rb") as fh:
+        return sum(1 for line in fh if marker in line)
+
+
 def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
     """Print the end-of-run summary."""
     if not s.get("published"):
@@ -539,6 +553,14 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
     print(f"triggers       {s['triggers']:>12,}   -> {s['triggers_file']}", file=out)
     for action, n in s["triggers_by_action"].items():
         print(f"  {action:<20} {n:>8,}", file=out)
+    hook = s.get("webhook")
+    if hook:
+        failed = hook["failed_batches"]
+        said = ("see the dead-letter topic for webhook_failed" if failed is None else
+                "every batch delivered" if failed == 0 else
+                f"{failed:,} batch{'es' * (failed != 1)} NOT delivered after every retry: dead-lettered as "
+                f"webhook_failed in {s['dead_letter_file']}, each with its triggers as raw; resend them from there")
+        print(f"webhook        {hook['url']}: {said}", file=out)
     print(f"throughput     {s['lines_per_s']:>12,.0f} lines/s over {s['elapsed_s']:.1f} s", file=out)
     print(f"modules        {native.describe()}", file=out)
     if s.get("step_seconds"):

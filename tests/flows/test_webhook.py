@@ -89,7 +89,8 @@ def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
 def test_webhook_delivers_every_trigger_despite_failures(receiver: Receiver, clickstream: Path, baseline: Path,
                                                         tmp_path: Path) -> None:
     """A third of the requests fail (some after the receiver took the batch): nothing lost, dedupe by id leaves none twice."""
-    run_into(tmp_path, [clickstream], "--webhook", receiver.url, "--webhook-backoff", "0.01", "--processes", "2")
+    res = run_into(tmp_path, [clickstream], "--webhook", receiver.url, "--webhook-backoff", "0.01", "--processes", "2")
+    assert f"webhook        {receiver.url}: every batch delivered" in res.stdout
     want = sorted(trigger_ids(baseline / "triggers.jsonl"))
     got = [t["trigger_id"] for t in receiver.received]
     assert len(got) > len(set(got))  # the failures after taking a batch really did cause repeats
@@ -106,10 +107,11 @@ def test_webhook_delivers_every_trigger_despite_failures(receiver: Receiver, cli
 def test_webhook_dead_letters_a_batch_after_the_last_attempt(receiver: Receiver, clickstream: Path, baseline: Path,
                                                              tmp_path: Path) -> None:
     """A receiver that always fails: every batch is tried N times, then dead-lettered with its triggers as raw."""
-    run_into(tmp_path, [clickstream], "--webhook", receiver.url, "--webhook-attempts", "2", "--webhook-backoff", "0.01",
-             "--webhook-batch", "500")
+    res = run_into(tmp_path, [clickstream], "--webhook", receiver.url, "--webhook-attempts", "2", "--webhook-backoff",
+                   "0.01", "--webhook-batch", "500")
     dead = [orjson.loads(x) for x in (tmp_path / "dead_letters.jsonl").read_bytes().splitlines()]
     failed = [d for d in dead if d["reason"] == "webhook_failed"]
+    assert f"webhook        {receiver.url}: {len(failed)} batches NOT delivered after every retry" in res.stdout
     assert failed and all("failed 2 times" in d["detail"] and d["source"] == f"webhook:{receiver.url}" for d in failed)
     ids = sorted(t["trigger_id"] for d in failed for t in orjson.loads(d["raw"])["triggers"])
     assert ids == sorted(trigger_ids(baseline / "triggers.jsonl"))
