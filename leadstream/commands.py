@@ -329,6 +329,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     PROGRESS.reset()
     started = time.monotonic()
     STOP.clear()
+    _STOPPED_BY.clear()
     previous = {sig: signal.signal(sig, _stop_reading) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with tuned_gc(CHECKPOINT_S if follow else REPLAY_CHECKPOINT_S), ProgressDisplay() if not args.quiet else _Nothing():
@@ -348,6 +349,8 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     delete_after_run()  # the run has ended and recorded its last state: parts of erased people go
     elapsed = time.monotonic() - started
     summary = summarize(warehouse, triggers, dead, elapsed)
+    if _STOPPED_BY and not follow:
+        summary["stopped_by"] = signal.Signals(_STOPPED_BY[0]).name
     if webhook is not None and first:
         summary["webhook"] = {"url": args.webhook, "failed_batches": _webhook_failures(dead)}
     if pid is None:
@@ -434,11 +437,13 @@ def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...
     ]
 
     def forward(signum: int, _frame: Any) -> None:
+        _STOPPED_BY[:] = [signum]
         print(f"\n{signal.Signals(signum).name}: asking {n} processes to finish what was read", file=sys.stderr)
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
 
+    _STOPPED_BY.clear()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     failed: list[tuple[int, int]] = []
     try:
@@ -463,9 +468,15 @@ def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...
               file=sys.stderr)
         raise SystemExit(1)
     summary = summarize(warehouse, triggers, dead, time.monotonic() - started)
+    if _STOPPED_BY and not args.follow:
+        summary["stopped_by"] = signal.Signals(_STOPPED_BY[0]).name
     if getattr(args, "webhook", None):
         summary["webhook"] = {"url": args.webhook, "failed_batches": _webhook_failures(dead)}
     return summary
+
+
+# The signal that stopped this process's run early, if one did (the summary says so).
+_STOPPED_BY: list[int] = []
 
 
 def _stop_reading(signum: int, _frame: Any) -> None:
@@ -475,6 +486,7 @@ def _stop_reading(signum: int, _frame: Any) -> None:
     if STOP.is_set():
         raise KeyboardInterrupt  # a second Ctrl-C: give up at once
     STOP.set()
+    _STOPPED_BY[:] = [signum]
     print(f"\n{signal.Signals(signum).name}: finishing what was read (again to abort)", file=sys.stderr)
 
 
@@ -573,6 +585,9 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
         print(f"time by step   {text}{across}", file=out)
     n = s["snapshots"]
     print(f"warehouse      {s['warehouse']}   ({n} snapshot{'s' * (n != 1)} published)", file=out)
+    if s.get("stopped_by"):
+        print(f"STOPPED EARLY  by {s['stopped_by']}: the input was not read to its end; what was read is applied "
+              "and published. With --recovery DIR, the same command goes on from here", file=out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -586,6 +601,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"process {pid} finished; process 0 prints the summary", file=sys.stderr)
     elif not args.quiet:
         print_summary(summary)
+    if summary.get("stopped_by"):
+        # A replay that did not reach its end is not a success a script should take for one.
+        return 128 + signal.Signals[summary["stopped_by"]].value
     return 0
 
 

@@ -136,3 +136,29 @@ def test_progress_line_on_a_terminal() -> None:
     with ProgressDisplay(interval=0.01, stream=pipe):
         time.sleep(0.05)
     assert pipe.getvalue() == ""
+
+
+def test_a_replay_stopped_early_says_so_and_exits_nonzero(tmp_path: Path) -> None:
+    """Ctrl-C during a replay applies and publishes what was read, and the summary and the exit status
+    (128 + SIGINT) say the input was not read to its end, where it used to look like a complete run."""
+    from leadstream.generate import GenerateOptions, write_events
+
+    from .conftest import last_snapshot
+
+    data = tmp_path / "events.jsonl"
+    with data.open("wb") as fh:
+        write_events(GenerateOptions(events=300_000, contacts=20_000, seed=5), fh)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leadstream.cli", "run", "--config", str(CONFIG), "--input", str(data),
+         "--warehouse", str(tmp_path / "w.duckdb"), "--triggers", str(tmp_path / "t.jsonl")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "w.duckdb").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first snapshot: reading is under way
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "STOPPED EARLY  by SIGINT: the input was not read to its end" in out
+    assert "(reconciles" in out
+    assert 0 < last_snapshot(tmp_path / "w.duckdb")["lines_read"] < 300_000
