@@ -128,3 +128,49 @@ class LineReader:
             self.skipped += len(raw) - max(room, 0)
         else:
             self.partial += raw
+
+
+class PipeInput:
+    """A pipe (stdin) read without blocking: ``readline`` returns what has arrived, b"" when nothing has.
+
+    A blocking read waited for a whole batch of lines, or for the writer to close the pipe,
+    before anything was applied, and a Ctrl-C was not seen meanwhile. ``eof`` tells the end
+    of the input apart from a pause. Regular files given as stdin read the same way.
+    """
+
+    def __init__(self, fd: int, chunk: int = 1 << 20) -> None:
+        self.fd = fd
+        self.chunk = chunk
+        self.buf = b""
+        self.pos = 0  # where the unread part of buf starts
+        self.eof = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        """The next line (with its newline) of what has arrived, at most ``limit`` bytes of it; b"" if nothing waits."""
+        end = self.buf.find(b"\n", self.pos)
+        if end < 0 and not self.eof:
+            self._fill()
+            end = self.buf.find(b"\n", self.pos)
+        stop = len(self.buf) if end < 0 else end + 1
+        if 0 <= limit < stop - self.pos:
+            stop = self.pos + limit
+        line = self.buf[self.pos:stop]
+        self.pos = stop
+        return line
+
+    def _fill(self) -> None:
+        import os
+        import select
+
+        ready, _, _ = select.select([self.fd], [], [], 0)
+        if not ready:
+            return
+        data = os.read(self.fd, self.chunk)
+        if not data:
+            self.eof = True
+            return
+        self.buf = self.buf[self.pos:] + data
+        self.pos = 0
+
+    def close(self) -> None:
+        """Nothing to close: stdin belongs to the process."""

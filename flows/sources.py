@@ -22,7 +22,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from engine.decode import too_large_detail
 
 from . import fingerprints
-from .lines import LineReader
+from .lines import LineReader, PipeInput
 from .progress import PROGRESS, timed
 
 # Big batches: every batch fans out to every shard, and every shard's batch to every
@@ -142,6 +142,8 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         self.done = False
         self.sent_eof = False
         self.last_data = time.monotonic()
+        self.pipe: PipeInput | None = None  # stdin, read without blocking
+        self.waiting = False  # the last read found nothing new: poll rather than spin
         self._open_current()
 
     # -- file handling
@@ -152,8 +154,10 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
     def _open_current(self) -> None:
         if self.name == "-":
             self.file = "-"
-            self.fh = sys.stdin.buffer
-            self.reader = LineReader(self.fh, keep_partial=False)
+            self.pipe = PipeInput(sys.stdin.fileno())
+            self.fh = self.pipe  # type: ignore[assignment]
+            # A pause in the pipe is not its end: an unfinished line waits for its rest.
+            self.reader = LineReader(self.fh, keep_partial=True)
             return
         files = self._candidates()
         if self.file is None:
@@ -302,7 +306,8 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             self.reader = LineReader(self.fh, keep_partial=True)
             self._finish_current()  # what it held was read; a copy of it is not new
             return []
-        if not lines and reader.pending and (self._pending_files() or self._replaced()):
+        if not lines and reader.pending and (self._pending_files() or self._replaced()
+                                             or (self.pipe is not None and self.pipe.eof)):
             # The writer has moved on to a newer file, so this one is finished, and its last
             # line is a line even without a newline (as at the end of a replayed file): it
             # goes on like any other, to be applied or dead-lettered, never dropped unseen.
@@ -359,7 +364,11 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         return True
 
     def _idle_or_eof(self) -> list[SourceBatch]:
-        if not self.follow:
+        pipe = self.pipe
+        if pipe is not None and not pipe.eof and not self.follow:
+            self.waiting = True  # a replay of a pipe ends where the pipe does, not at a pause
+            return []
+        if not self.follow or (pipe is not None and pipe.eof):  # a closed pipe has nothing more to follow
             self.sent_eof = True
             return [SourceBatch(self.name, self.line_no + 1, self.file or self.name, [], eof=True)]
         idle = time.monotonic() - self.last_data
@@ -368,8 +377,9 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         return []
 
     def next_awake(self) -> datetime | None:
-        """Poll followed inputs every 50 ms instead of spinning."""
-        if self.follow:
+        """Poll followed inputs every 50 ms instead of spinning, and a pipe that had nothing new."""
+        if self.follow or self.waiting:
+            self.waiting = False
             return datetime.now(timezone.utc) + POLL
         return None
 
@@ -383,8 +393,8 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
 
     def close(self) -> None:
         """Close the file (never stdin)."""
-        if self.fh is not None and self.fh is not sys.stdin.buffer:
-            self.fh.close()
+        if self.fh is not None:
+            self.fh.close()  # a PipeInput leaves stdin open
 
 
 class LineSource(FixedPartitionedSource[SourceBatch, Any]):

@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"leadstream {args.command}: {ex}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        said = ("interrupted: what was read since the last snapshot is not in the outputs; with --recovery DIR, "
+                "the same command resumes from the last recovery snapshot") if args.command == "run" else "interrupted"
+        print(said, file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of our output went away (`leadstream segment ... | head`): what it

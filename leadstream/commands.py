@@ -341,6 +341,11 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
                 run_main(flow, epoch_interval=epoch, recovery_config=recovery)
             else:
                 cli_main(flow, workers_per_process=args.workers, epoch_interval=epoch, recovery_config=recovery)
+    except Exception:
+        if len(_STOPPED_BY) > 1:
+            # Bytewax hands the KeyboardInterrupt of a second Ctrl-C back wrapped in its own error.
+            raise KeyboardInterrupt from None
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -484,7 +489,8 @@ def _stop_reading(signum: int, _frame: Any) -> None:
     from flows.sources import STOP
 
     if STOP.is_set():
-        raise KeyboardInterrupt  # a second Ctrl-C: give up at once
+        _STOPPED_BY[:] = [signum, signum]  # a second one: give up at once
+        raise KeyboardInterrupt
     STOP.set()
     _STOPPED_BY[:] = [signum]
     print(f"\n{signal.Signals(signum).name}: finishing what was read (again to abort)", file=sys.stderr)

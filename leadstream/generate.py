@@ -437,7 +437,8 @@ class _Run:
         elif r() < 0.5:  # wrong_type
             e["properties"] = f"path={path}"
         else:
-            e["userId"] = 12345
+            # An object where an id goes (a numeric id is valid: Segment takes numbers).
+            e["userId"] = {"id": 12345}
         return orjson.dumps(e)
 
     def lines(self) -> Iterator[bytes]:

@@ -162,3 +162,55 @@ def test_a_replay_stopped_early_says_so_and_exits_nonzero(tmp_path: Path) -> Non
     assert "STOPPED EARLY  by SIGINT: the input was not read to its end" in out
     assert "(reconciles" in out
     assert 0 < last_snapshot(tmp_path / "w.duckdb")["lines_read"] < 300_000
+
+
+def test_a_live_pipe_is_applied_as_it_comes_and_its_end_ends_the_run(clickstream: Path, tmp_path: Path) -> None:
+    """`producer | leadstream run --input - --follow`: lines are applied while the pipe stays open (the
+    read once waited for a whole batch or the pipe's end), and closing the pipe ends the run cleanly."""
+    lines = clickstream.read_bytes().splitlines(keepends=True)[:3000]
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leadstream.cli", "run", "--config", str(CONFIG), "--input", "-", "--follow",
+         "--warehouse", str(out / "w.duckdb"), "--triggers", str(out / "t.jsonl"), "--snapshot-interval", "1",
+         "--quiet"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"".join(lines))
+        proc.stdin.flush()
+        _wait_for_lines(out / "t.jsonl", 1)  # triggers while the pipe is still open
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (out / "w.duckdb").exists() and last_snapshot(out / "w.duckdb")["lines_read"] == len(lines):
+                break
+            time.sleep(0.2)
+        assert last_snapshot(out / "w.duckdb")["lines_read"] == len(lines)
+        assert proc.poll() is None  # still following
+    finally:
+        proc.stdin.close()
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_a_second_ctrl_c_aborts_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C twice gives up at once: exit status 130 and what that means, not Bytewax's traceback."""
+    from leadstream.generate import GenerateOptions, write_events
+
+    data = tmp_path / "events.jsonl"
+    with data.open("wb") as fh:
+        write_events(GenerateOptions(events=300_000, contacts=20_000, seed=6), fh)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leadstream.cli", "run", "--config", str(CONFIG), "--input", str(data),
+         "--warehouse", str(tmp_path / "w.duckdb"), "--triggers", str(tmp_path / "t.jsonl"), "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "w.duckdb").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: what was read since the last snapshot is not in the outputs" in err
+    assert "Traceback" not in err, err

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
 from engine.decode import MAX_EVENT_BYTES
-from flows.lines import MAX_LINE_BYTES, LineReader
+from flows.lines import MAX_LINE_BYTES, LineReader, PipeInput
 from schemas import load_schema
 
 
@@ -87,3 +88,27 @@ def test_the_limit_is_above_the_event_limit_and_documented() -> None:
     """Every line cut is over the event limit, so it is dead-lettered as too_large; the schema states the limit."""
     assert MAX_LINE_BYTES > MAX_EVENT_BYTES
     assert f"({MAX_LINE_BYTES} bytes)" in load_schema("dead_letter")["properties"]["raw"]["description"]
+
+
+def test_a_pipe_is_read_without_blocking() -> None:
+    """What has arrived is read at once, a pause reads as nothing (not as the end), an unfinished
+    line waits for its rest, and only the writer closing the pipe is the end."""
+    r, w = os.pipe()
+    try:
+        pipe = PipeInput(r, chunk=4)
+        reader = LineReader(pipe, keep_partial=True)
+        os.write(w, b"a1\nb22\nc3")
+        assert reader.read(100, 1 << 20) == ([b"a1", b"b22"], 7, None)
+        assert reader.read(100, 1 << 20) == ([], 0, None) and reader.pending == 2 and not pipe.eof
+        os.write(w, b"3\n")
+        assert reader.read(100, 1 << 20) == ([b"c33"], 4, None)
+        os.write(w, b"tail")
+        os.close(w)
+        w = -1
+        assert reader.read(100, 1 << 20)[0] == []
+        assert pipe.eof and reader.take_pending() == ([b"tail"], 4, None)
+        assert pipe.readline(10) == b""
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
