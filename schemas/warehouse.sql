@@ -153,10 +153,11 @@ FROM triggers GROUP BY ALL ORDER BY day, action;
 
 -- view: targeted_contacts_per_day
 -- Distinct contacts reached by a configured action (not stage/segment bookkeeping, not erasure) per day.
+-- A person is counted once: triggers of an anonymous profile count for the contact it merged into.
 CREATE VIEW targeted_contacts_per_day AS
-SELECT CAST(event_time AS DATE) AS day, count(DISTINCT contact_id) AS contacts
-FROM triggers
-WHERE action NOT IN ('stage_changed', 'segment_entered', 'segment_exited', 'contact_deleted')
+SELECT CAST(t.event_time AS DATE) AS day, count(DISTINCT COALESCE(m.contact_id, t.contact_id)) AS contacts
+FROM triggers t LEFT JOIN merges m ON m.anonymous_id = t.contact_id
+WHERE t.action NOT IN ('stage_changed', 'segment_entered', 'segment_exited', 'contact_deleted')
 GROUP BY ALL ORDER BY day;
 
 -- view: contacts_in_scenario
@@ -173,12 +174,13 @@ SELECT CAST(event_time AS DATE) AS day, substr(rule, 11) AS workflow, count(DIST
 FROM triggers WHERE rule LIKE 'workflows.%' GROUP BY ALL ORDER BY day, workflow;
 
 -- view: activity_log
--- The event and trigger log: filter by time, kind, event type/name or rule.
+-- The event and trigger log: filter by time, kind, event type/name or rule. A contact's log
+-- includes its anonymous part: events and triggers of a profile it merged are under its id.
 CREATE VIEW activity_log AS
 SELECT timestamp AS time, 'event' AS kind, contact_id, type AS event_type, name, NULL AS rule,
        NULL AS action, message_id AS id
 FROM events
 UNION ALL
-SELECT event_time AS time, 'trigger' AS kind, contact_id, NULL AS event_type, NULL AS name, rule,
-       action, trigger_id AS id
-FROM triggers;
+SELECT t.event_time AS time, 'trigger' AS kind, COALESCE(m.contact_id, t.contact_id) AS contact_id,
+       NULL AS event_type, NULL AS name, t.rule, t.action, t.trigger_id AS id
+FROM triggers t LEFT JOIN merges m ON m.anonymous_id = t.contact_id;

@@ -237,3 +237,32 @@ def test_a_fresh_run_keeps_the_earlier_warehouse_readable_and_starts_its_line_fi
     assert (out / "triggers.jsonl").read_bytes() == b""
     assert (out / "dead_letters.jsonl").read_bytes() == b""
     assert last_snapshot(out / "warehouse.duckdb")["lines_read"] == 1
+
+
+def test_a_contacts_activity_log_includes_its_anonymous_part(tmp_path: Path) -> None:
+    """Triggers fired while a person was anonymous show in their activity log after they identify,
+    and the person counts once per day as a targeted contact; the triggers table keeps them as emitted."""
+    import orjson
+
+    lines = [
+        {"type": "page", "anonymousId": "d1", "properties": {"path": "/pricing"}, "timestamp": "2026-01-05T07:59:00Z"},
+        {"type": "page", "anonymousId": "d1", "properties": {"path": "/pricing"}, "timestamp": "2026-01-05T07:59:40Z"},
+        {"type": "identify", "userId": "u1", "anonymousId": "d1", "traits": {"email": "u1@example.com"},
+         "timestamp": "2026-01-05T08:00:00Z"},
+    ]
+    data = tmp_path / "events.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(dict(x, messageId=f"m{i}")) + b"\n" for i, x in enumerate(lines)))
+    run_into(tmp_path / "out", [data])
+    con = duckdb.connect(str(tmp_path / "out" / "warehouse.duckdb"), read_only=True)
+    try:
+        anonymous = con.execute("SELECT trigger_id FROM triggers WHERE contact_id = 'd1' "
+                                "AND action NOT IN ('stage_changed', 'segment_entered', 'segment_exited')").fetchall()
+        known = con.execute("SELECT count(*) FROM triggers WHERE contact_id = 'u1' "
+                            "AND action NOT IN ('stage_changed', 'segment_entered', 'segment_exited')").fetchone()
+        assert anonymous and known and known[0] > 0, "both parts of the person were targeted"
+        log = {r[0] for r in con.execute("SELECT id FROM activity_log WHERE contact_id = 'u1' AND kind = 'trigger'").fetchall()}
+        assert {t for (t,) in anonymous} <= log
+        assert con.execute("SELECT count(*) FROM activity_log WHERE contact_id = 'd1'").fetchone() == (0,)
+        assert con.execute("SELECT day::VARCHAR, contacts FROM targeted_contacts_per_day").fetchall() == [("2026-01-05", 1)]
+    finally:
+        con.close()
