@@ -186,9 +186,13 @@ class Engine:
             return []
         now = event.ts
         if event.type == "track" and event.name == self.config.privacy.deletion_event:
+            # Made before forgetting: actioners find the person by the e-mail address and the
+            # devices it had (an e-mail tool knows no userId). The warehouse keeps neither.
+            erased = make_trigger("contact_deleted", "privacy", "0", contact, now, event.message_id,
+                                  params={"anonymous_ids": sorted(contact.anonymous_ids)},
+                                  reason={"cause": event.message_id, "event": event.name})
             contact.forget(now)
-            return [make_trigger("contact_deleted", "privacy", "0", contact, now, event.message_id,
-                                 reason={"cause": event.message_id, "event": event.name})]
+            return [erased]
         dirty: set[str] = set()
         fresh = contact.events == 0
         self._settle(contact, now, dirty)

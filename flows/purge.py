@@ -9,7 +9,7 @@ person (the contact itself, and the anonymous profiles that merged into it):
 
 - ``events``: nothing;
 - ``triggers``: the rows, which the reports count, without e-mail address, parameters
-  and reasons; the ``contact_deleted`` trigger stays whole, as the record of the erasure;
+  and reasons; the ``contact_deleted`` trigger keeps its reason, as the record of the erasure;
 - ``contacts``: only the erased row and the merge tombstones, which the current-state
   tables are built from (the newest row per contact wins, and those are the newest);
 - ``identities``: everything (ids only: they keep suppressing later events);
@@ -49,13 +49,15 @@ def names_any(ids: str, raw: str = "raw") -> str:
 
 # Per table: which stored rows hold an erased person's data, and the rewrite's SELECT.
 _BLANKED = ("email", "params", "reason")
+_KEPT = {"reason": "action <> 'contact_deleted' AND "}  # the contact_deleted trigger's reason stays
 _RULES: dict[str, tuple[str, str]] = {
     "events": ("contact_id IN (SELECT id FROM {ids})",
                "SELECT * FROM {src} WHERE contact_id NOT IN (SELECT id FROM {ids})"),
     "triggers": (
-        "contact_id IN (SELECT id FROM {ids}) AND action <> 'contact_deleted'",
+        "contact_id IN (SELECT id FROM {ids}) AND (email IS NOT NULL OR params IS NOT NULL "
+        "OR (reason IS NOT NULL AND action <> 'contact_deleted'))",
         "SELECT * REPLACE ("
-        + ", ".join(f"CASE WHEN action <> 'contact_deleted' AND contact_id IN (SELECT id FROM {{ids}}) "
+        + ", ".join(f"CASE WHEN {_KEPT.get(col, '')}contact_id IN (SELECT id FROM {{ids}}) "
                     f"THEN NULL ELSE {col} END AS {col}" for col in _BLANKED)
         + ") FROM {src}",
     ),

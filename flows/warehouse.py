@@ -51,13 +51,18 @@ DDL_PATH = Path(schemas.__file__).with_name("warehouse.sql")
 APPEND_ONLY = ("events", "triggers", "dead_letters")
 # A trigger of an erased contact keeps what the reports count (action, rule, time, ids),
 # but not the e-mail address, nor its parameters and reasons, which quote traits and event
-# properties. The contact_deleted trigger itself stays whole: it records the erasure.
-_ERASED_TRIGGER = f"p.action <> 'contact_deleted' AND p.contact_id IN ({ERASED_IDS})"
+# properties. The contact_deleted trigger keeps its reason (the deletion event), the record
+# of the erasure; its address and devices were for the actioners.
+_ERASED_TRIGGER = f"p.contact_id IN ({ERASED_IDS})"
 # Columns of append-only views that are computed rather than read as stored.
 DERIVED = {
     # An anonymous profile's events belong to the contact it merged into.
     "events": {"contact_id": "COALESCE((SELECT m.contact_id FROM merges m WHERE m.anonymous_id = p.contact_id), p.contact_id)"},
-    "triggers": {col: f"CASE WHEN {_ERASED_TRIGGER} THEN NULL ELSE p.{col} END" for col in ("email", "params", "reason")},
+    "triggers": {
+        "email": f"CASE WHEN {_ERASED_TRIGGER} THEN NULL ELSE p.email END",
+        "params": f"CASE WHEN {_ERASED_TRIGGER} THEN NULL ELSE p.params END",
+        "reason": f"CASE WHEN p.action <> 'contact_deleted' AND {_ERASED_TRIGGER} THEN NULL ELSE p.reason END",
+    },
     # A rejected line that names an erased person keeps its reason, detail and source, not its
     # text: at once here, and on disk from the purge (of a later build, for lines rejected after).
     "dead_letters": {"raw": f"CASE WHEN {names_any(ERASED_IDENTIFIERS, 'p.raw')} THEN '' ELSE p.raw END"},

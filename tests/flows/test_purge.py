@@ -75,6 +75,9 @@ def _assert_no_erased_data_on_disk(parts_dir: Path, ids: set[str]) -> None:
     triggers = [r for r in _all_rows(files["triggers"]) if r[3] in ids]
     assert triggers, "the erased contacts had triggers: they stay, blanked"
     assert all(r[7:] == (None, None) and r[5] is None for r in triggers if r[1] != "contact_deleted"), triggers[:3]
+    # The erasure's own trigger keeps its reason, not the address and devices it gave actioners.
+    erasures = [r for r in triggers if r[1] == "contact_deleted"]
+    assert erasures and all(r[5] is None and r[7] is None and r[8] is not None for r in erasures), erasures[:3]
     contacts = [r for r in _all_rows(files["contacts"]) if r[0] in ids]
     assert contacts and all(r[1] or r[22] for r in contacts), "only erased rows and merge tombstones remain"
 

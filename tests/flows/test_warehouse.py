@@ -148,7 +148,9 @@ def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
         assert con.execute("SELECT count(*) FROM events WHERE contact_id = 'u1'").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 1  # u2's identify
         assert con.execute("SELECT count(*) FROM contact_scores WHERE contact_id = 'u1'").fetchone()[0] == 0
-        assert con.execute("SELECT count(*) FROM triggers WHERE action = 'contact_deleted'").fetchone()[0] == 1
+        # The warehouse keeps the erasure's record (its reason), not what it told the actioners ...
+        assert con.execute("SELECT email, params, reason->>'event' FROM triggers WHERE action = 'contact_deleted'"
+                           ).fetchall() == [(None, None, "Contact Deleted")]
         # Its earlier triggers still count in the reports, but say nothing about the person:
         # no e-mail address, no parameters, no reasons (which quote traits and properties).
         # That covers the anonymous profile d1 merged into it, too.
@@ -179,6 +181,11 @@ def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
                 assert not owners & {"u1", "d1"}, part
     finally:
         con.close()
+    # ... which is the address and every device, for tools that know the person by those.
+    erasure = [t for t in map(orjson.loads, (tmp_path / "out" / "triggers.jsonl").read_bytes().splitlines())
+               if t["action"] == "contact_deleted"]
+    assert [(t["contact_id"], t["email"], t["params"]) for t in erasure] == [
+        ("u1", "gone@example.com", {"anonymous_ids": ["d1"]})]
     snap = last_snapshot(tmp_path / "out" / "warehouse.duckdb")
     assert snap["lines_read"] == 9 and snap["dead_lettered"] == 1 and snap["accepted"] == 8
     # One-time segmentation leaves erased contacts out, as the stream does.
