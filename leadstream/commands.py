@@ -702,8 +702,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 DEMO_QUERIES = (
     ("Contacts per lifecycle stage", "SELECT * FROM contacts_per_stage"),
-    ("E-mails sent per day (first 5 days)",
-     "SELECT day, triggers AS emails FROM triggers_per_action_per_day WHERE action = 'send_email' ORDER BY day LIMIT 5"),
+    ("E-mails sent per day (first 5 days; without an address, a send_email cannot be sent)",
+     "SELECT day, with_email AS emails, triggers - with_email AS no_address FROM triggers_per_action_per_day "
+     "WHERE action = 'send_email' ORDER BY day LIMIT 5"),
     ("Hottest known leads",
      "SELECT c.contact_id, c.email, s.score, c.stage, c.grade FROM contacts c JOIN contact_scores s USING (contact_id) "
      "WHERE s.profile = 'default' AND c.user_id IS NOT NULL ORDER BY s.score DESC LIMIT 5"),

@@ -146,9 +146,11 @@ CREATE VIEW contacts_per_segment AS
 SELECT segment, count(*) AS contacts FROM segment_members GROUP BY segment ORDER BY contacts DESC;
 
 -- view: triggers_per_action_per_day
--- "E-mails sent" and "SMS sent" per day are the send_email and send_sms rows.
+-- Triggers per action and day. "E-mails sent" per day is with_email on the send_email rows:
+-- a send_email of an anonymous profile (or of a contact not yet known by its address) has
+-- no address to send to, and counts in triggers only.
 CREATE VIEW triggers_per_action_per_day AS
-SELECT CAST(event_time AS DATE) AS day, action, count(*) AS triggers
+SELECT CAST(event_time AS DATE) AS day, action, count(*) AS triggers, count(email) AS with_email
 FROM triggers GROUP BY ALL ORDER BY day, action;
 
 -- view: targeted_contacts_per_day

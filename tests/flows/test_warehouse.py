@@ -271,5 +271,11 @@ def test_a_contacts_activity_log_includes_its_anonymous_part(tmp_path: Path) -> 
         assert {t for (t,) in anonymous} <= log
         assert con.execute("SELECT count(*) FROM activity_log WHERE contact_id = 'd1'").fetchone() == (0,)
         assert con.execute("SELECT day::VARCHAR, contacts FROM targeted_contacts_per_day").fetchall() == [("2026-01-05", 1)]
+        # "E-mails sent" counts the send_email triggers that have an address to send to.
+        per_day = con.execute("SELECT sum(triggers), sum(with_email) FROM triggers_per_action_per_day "
+                              "WHERE action = 'send_email'").fetchone()
+        direct = con.execute("SELECT count(*), count(*) FILTER (email IS NOT NULL) FROM triggers "
+                             "WHERE action = 'send_email'").fetchone()
+        assert per_day == direct and direct[1] >= 1
     finally:
         con.close()
