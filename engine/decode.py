@@ -319,6 +319,9 @@ def _build(obj: dict[str, Any], raw: bytes) -> Event:
         return event
     etype = obj.get("type")
     if not isinstance(etype, str) or etype not in _EVENT_TYPES:
+        if etype is None and isinstance(obj.get("batch"), list):
+            raise _Reject("unknown_type", f"a Segment batch envelope of {len(obj['batch'])} events, not an event: "
+                          "write its events one per line (e.g. jq -c '.batch[]')")
         shown = "missing" if etype is None else repr(etype)[:40]
         raise _Reject("unknown_type", f"type is {shown}; expected one of {', '.join(EVENT_TYPES)}")
     anonymous_id = _identifier(obj, "anonymousId")

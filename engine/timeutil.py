@@ -63,7 +63,13 @@ def parse_iso_ms(text: str) -> int:
 def _slow_parse(text: str) -> int:
     if len(text) > 64:
         raise ValueError("timestamp string too long")
-    dt = datetime.fromisoformat(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        # RFC 3339 allows a lower-case "t" and "z" (2026-01-05t08:00:00z); the standard library does not.
+        if len(text) < 11 or text[10] not in "tT" or not ("t" in text or "z" in text):
+            raise
+        dt = datetime.fromisoformat(text.replace("t", "T").replace("z", "Z"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     # Exact: a timedelta holds whole days, seconds and microseconds, where a float timestamp

@@ -93,6 +93,8 @@ REJECTED = [
     ("type-capitalized", line(type="Track"), "unknown_type", "type"),
     ("type-unknown", line(type="purchase"), "unknown_type", "type"),
     ("type-number", line(type=3), "unknown_type", "type"),
+    ("batch-envelope", orjson.dumps({"batch": [obj("page"), obj("track")], "sentAt": T0}), "unknown_type",
+     "a Segment batch envelope of 2 events, not an event: write its events one per line"),
     ("no-identity", line(anonymousId=DROP), "missing_identity", "anonymousId"),
     ("null-identities", line("screen", userId=None, anonymousId=None), "missing_identity", "userId"),
     ("junk-anonymous", line(anonymousId="anonymous"), "junk_identifier", "anonymousId"),

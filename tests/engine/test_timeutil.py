@@ -24,11 +24,17 @@ def test_format_ms_matches_strftime_and_parses_back(ms: int) -> None:
 
 
 def _stdlib_ms(text: str) -> int | None:
-    """What the standard library makes of a timestamp: epoch ms, or None when it rejects it."""
+    """What the standard library makes of a timestamp (with RFC 3339's lower-case "t" and "z" allowed):
+    epoch ms, or None when it rejects it."""
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        return None
+        if len(text) < 11 or text[10] not in "tT":
+            return None
+        try:
+            dt = datetime.fromisoformat(text.replace("t", "T").replace("z", "Z"))
+        except ValueError:
+            return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     d = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -74,6 +80,9 @@ def test_parse_iso_ms_agrees_with_the_standard_library_on_near_misses(ms: int, e
     ("2026-01-05T08:00:60.250Z", None),  # no leap seconds
     ("2026-01-05T08:00:01.25xZ", None),
     ("2026-01-05 08:00:01.250Z", 1_767_600_001_250),  # a space for the T, as the standard library allows
+    ("2026-01-05t08:00:01.250z", 1_767_600_001_250),  # lower case, as RFC 3339 allows
+    ("2026-01-05T08:00:01z", 1_767_600_001_000),
+    ("2026-01-05 08:00:01.250z", None),  # lower case only in the RFC 3339 form, with a "t"
     ("2026-01-05T08:00:01.250+00:00", 1_767_600_001_250),
     ("2026-01-05T09:00:01.250+01:00", 1_767_600_001_250),
     ("2026-01-05T08:00:01.2505Z", 1_767_600_001_251),  # a sub-millisecond half rounds up
