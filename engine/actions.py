@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Problems
+from .errors import Problems, did_you_mean
 
 _STR, _NUM, _ANY, _TABLE = "a string", "a number", "a string, number or boolean", "a table"
 
@@ -60,7 +60,7 @@ def compile_actions(items: Any, path: str, p: Problems, profiles: frozenset[str]
             continue
         for key in item:
             if key not in ("action", "params"):
-                p.add(f"{apath}.{key}", f"unknown key {key!r} (expected action, params)")
+                p.add(f"{apath}.{key}", f"unknown key {key!r}{did_you_mean(key, ('action', 'params'))} (expected action, params)")
                 ok = False
         name = item.get("action")
         if name not in ACTIONS:

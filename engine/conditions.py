@@ -29,7 +29,7 @@ from typing import Any, Callable
 import orjson
 
 from .contact import ContactState
-from .errors import Problems
+from .errors import Problems, did_you_mean
 from .events import Event
 from .timeutil import parse_duration_ms
 
@@ -377,7 +377,8 @@ def _compile(node: Any, path: str, ctx: CompileContext) -> Compiled | None:
         return None
     extra = sorted(set(node) - _NODE_KEYS[kind])
     for key in extra:
-        p.add(f"{path}.{key}", f"unknown key {key!r} in a {kind!r} condition (expected {', '.join(sorted(_NODE_KEYS[kind]))})")
+        p.add(f"{path}.{key}", f"unknown key {key!r}{did_you_mean(key, _NODE_KEYS[kind])} in a {kind!r} condition "
+                  f"(expected {', '.join(sorted(_NODE_KEYS[kind]))})")
     if kind in ("all", "any"):
         return _compile_group(kind, node[kind], f"{path}.{kind}", node, ctx)
     if kind == "not":

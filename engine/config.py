@@ -21,7 +21,7 @@ from .actions import ActionSpec, compile_actions
 from .conditions import CompileContext, Compiled, WindowSpec, compile_inline
 from .decay import Decay
 from .workflows import Workflow, compile_workflows
-from .errors import ConfigError, Problems
+from .errors import ConfigError, Problems, did_you_mean
 from .timeutil import parse_duration_ms, parse_iso_ms
 
 # Each shard of each stage keeps its own stores and buffers: thousands took minutes and
@@ -333,6 +333,13 @@ def build_config(doc: dict[str, Any], file: str = "<config>") -> Config:
             p.add(f"{path}.repeat", f"expected true or false, got {repeat!r}")
         if cond is not None and actions is not None:
             rules.append(AutomationRule(name, _description(body, path, p), cond, actions, bool(repeat)))
+    for name in sorted(set(_table(doc, "segments", "", p)) & set(_table(doc, "automation_rules", "", p))):
+        p.add(f"automation_rules.{name}", f"a segment is named {name!r} too; `leadstream segment {name}` could not "
+              "tell them apart: rename one")
+    for section in ("scoring", "segments", "completion_actions", "automation_rules", "workflows"):
+        for name in _table(doc, section, "", p):
+            if not name.strip() or name != name.strip():
+                p.add(f"{section}.{name!r}", "expected a name without leading or trailing blanks, and not empty")
     workflows = compile_workflows(
         _table(doc, "workflows", "", p), p, lambda **kw: ctx(segments=all_segments, **kw), profile_names,
         all_segments, stages.names,
@@ -352,10 +359,11 @@ def _settings(body: dict[str, Any], p: Problems) -> Settings:
     for key, attr in (("visit_timeout", "visit_timeout_ms"), ("allowed_lateness", "allowed_lateness_ms"),
                       ("dedupe_window", "dedupe_window_ms")):
         if key in body:
-            try:
-                out[attr] = parse_duration_ms(body[key])
-            except ValueError as ex:
-                p.add(f"settings.{key}", str(ex))
+            # No lateness is a choice (every event out of order is late); no visit timeout
+            # or dedupe window is not.
+            ms = _duration(body[key], f"settings.{key}", p, positive=key != "allowed_lateness")
+            if ms is not None:
+                out[attr] = ms
     if "visit_events" in body:
         ev = body["visit_events"]
         allowed = ("page", "screen", "track")
@@ -429,10 +437,10 @@ def _decay(body: Any, path: str, p: Problems) -> Decay | None:
     out: dict[str, Any] = {}
     for key, attr in (("half_life", "half_life_ms"), ("inactive_after", "inactive_after_ms")):
         if key in body:
-            try:
-                out[attr] = parse_duration_ms(body[key])
-            except ValueError as ex:
-                p.add(f"{path}.{key}", str(ex))
+            ms = _duration(body[key], f"{path}.{key}", p, positive=True)
+            if ms is None:
+                return None  # said above; "expected half_life and/or inactive_after" would mislead
+            out[attr] = ms
     if "factor" in body:
         factor = body["factor"]
         if not _is_number(factor) or not 0 <= factor < 1:
@@ -460,10 +468,7 @@ def _cap(body: Any, path: str, p: Problems) -> tuple[int | None, int | None]:
         return None, None
     period = None
     if "per" in body:
-        try:
-            period = parse_duration_ms(body["per"])
-        except ValueError as ex:
-            p.add(f"{path}.per", str(ex))
+        period = _duration(body["per"], f"{path}.per", p, positive=True)
     return cap_max, period
 
 
@@ -551,13 +556,26 @@ def _since(body: dict[str, Any], path: str, p: Problems) -> int | None:
 # ---------------------------------------------------------------- helpers
 
 
+def _duration(value: Any, path: str, p: Problems, positive: bool = False) -> int | None:
+    """A duration setting in ms, or None after reporting why it is not one."""
+    try:
+        ms = parse_duration_ms(value)
+    except ValueError as ex:
+        p.add(path, str(ex))
+        return None
+    if positive and ms <= 0:
+        p.add(path, f"expected a positive duration like '30m' or '7d', got {value!r}")
+        return None
+    return ms
+
+
 def _unknown_keys(body: Any, allowed: tuple[str, ...], path: str, p: Problems) -> None:
     if not isinstance(body, dict):
         return
     for key in body:
         if key not in allowed:
             where = f"{path}.{key}" if path else key
-            p.add(where, f"unknown key {key!r} (expected one of {', '.join(allowed)})")
+            p.add(where, f"unknown key {key!r}{did_you_mean(key, allowed)} (expected one of {', '.join(allowed)})")
 
 
 def _table(doc: dict[str, Any], key: str, path: str, p: Problems) -> dict[str, Any]:

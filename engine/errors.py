@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from difflib import get_close_matches
+from typing import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """" (did you mean 'x'?)" for the closest of ``choices`` to a mistyped ``word``, or nothing."""
+    close = get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 class ConfigError(Exception):
     """A config that cannot be used; ``problems`` holds one line per mistake."""

@@ -119,4 +119,10 @@ def parse_duration_ms(text: object) -> int:
     m = _DURATION.match(text)
     if not m:
         raise ValueError(f"expected a duration like '90s', '30m', '1h', '7d' or '2w', got {text!r}")
-    return int(float(m.group(1)) * _UNIT_MS[m.group(2)])
+    ms = int(float(m.group(1)) * _UNIT_MS[m.group(2)])
+    if ms > MAX_DURATION_MS:
+        raise ValueError(f"expected a duration of at most 100 years (36500d), got {text!r}")
+    return ms
+
+
+MAX_DURATION_MS: Final = 36_500 * 86_400_000  # beyond the year 2100 from any event time

@@ -27,7 +27,7 @@ import orjson
 
 from .actions import ActionSpec, compile_actions
 from .conditions import MISSING, CompileContext, Compiled, _event_getter, compile_condition
-from .errors import Problems
+from .errors import Problems, did_you_mean
 from .timeutil import parse_duration_ms
 
 ENTRY_POLICIES = ("once", "every_time", "if_not_active", "restart")
@@ -163,6 +163,7 @@ def capture(placeholders: tuple[str, ...], contact: Any, event: Any, now: int) -
 # ---------------------------------------------------------------- compiling
 
 
+_WORKFLOW_KEYS: Final = ("description", "trigger", "entry", "exit_when", "steps")
 _STEP_KEYS = {
     ACTION: {"name", "action", "params", "cooldown"},
     WAIT: {"name", "wait", "restart_on"},
@@ -178,6 +179,7 @@ class _Compiler:
         self.ctx = ctx
         self.profiles = profiles
         self.placeholders: set[str] = set()
+        self.step_names: set[str] = set()  # named explicitly: the warehouse's workflow_members name steps
 
     def condition(self, node: Any, path: str, allow_event: bool = True) -> Compiled | None:
         return compile_condition(node, path, self.ctx(allow_event=allow_event))
@@ -211,11 +213,17 @@ class _Compiler:
         kind = kinds[0]
         for key in step:
             if key not in _STEP_KEYS[kind]:
-                p.add(f"{path}.{key}", f"unknown key {key!r} in a {kind} step (expected {', '.join(sorted(_STEP_KEYS[kind]))})")
+                p.add(f"{path}.{key}", f"unknown key {key!r}{did_you_mean(key, _STEP_KEYS[kind])} in a {kind} step "
+                      f"(expected {', '.join(sorted(_STEP_KEYS[kind]))})")
         name = step.get("name", f"{len(program)}:{kind}")
-        if not isinstance(name, str):
-            p.add(f"{path}.name", "expected a string")
+        if not isinstance(name, str) or not name.strip():
+            p.add(f"{path}.name", f"expected a non-empty string, got {name!r}")
             name = f"{len(program)}:{kind}"
+        elif "name" in step:
+            if name in self.step_names:
+                p.add(f"{path}.name", f"step name {name!r} is used twice in this workflow; the warehouse's "
+                      "workflow_members rows tell steps apart by name")
+            self.step_names.add(name)
         if kind == ACTION:
             specs = compile_actions([{k: step[k] for k in ("action", "params") if k in step}], path, p, self.profiles)
             for spec in specs or []:
@@ -288,8 +296,9 @@ def compile_workflows(
             p.add(path, f"expected a table, got {body!r}")
             continue
         for key in body:
-            if key not in ("description", "trigger", "entry", "exit_when", "steps"):
-                p.add(f"{path}.{key}", f"unknown key {key!r} (expected description, trigger, entry, exit_when, steps)")
+            if key not in _WORKFLOW_KEYS:
+                p.add(f"{path}.{key}", f"unknown key {key!r}{did_you_mean(key, _WORKFLOW_KEYS)} "
+                      f"(expected {', '.join(_WORKFLOW_KEYS)})")
         comp = _Compiler(p, ctx, profiles)
         trigger = body.get("trigger")
         t_event = t_segment = t_stage = None

@@ -42,6 +42,15 @@ def _check(args: argparse.Namespace) -> int:
     print(f"  completion actions: {', '.join(c.name for c in cfg.completion_actions) or '-'}")
     print(f"  automation rules:   {', '.join(r.name for r in cfg.automation_rules) or '-'}")
     print(f"  count windows:      {len(cfg.windows)}")
+    print(f"  workflows:          {', '.join(f'{w.name} ({len(w.program)} steps)' for w in cfg.workflows) or '-'}")
+    consent = cfg.privacy.consent_category
+    print(f"  privacy:            erasure on track {cfg.privacy.deletion_event!r}; "
+          + (f"anonymous events need consent {consent!r}" if consent else "no consent required"))
+    rules = sum(len(p.rules) for p in cfg.profiles.values()) + len(cfg.segments) + len(cfg.completion_actions) \
+        + len(cfg.automation_rules) + len(cfg.workflows) + len(cfg.grade.rules)
+    if not rules:
+        print("  note: no scoring rules, segments, actions or workflows: a run keeps contacts and the warehouse "
+              "but fires no triggers (examples/marketing.toml shows each kind)")
     return 0
 
 
@@ -94,6 +103,15 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("leadstream")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand and its help."""
     parser = argparse.ArgumentParser(
@@ -103,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"leadstream {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     check = sub.add_parser("check", help="validate a rules config and summarise it",
@@ -123,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--malformed-share", type=float, default=0.005, metavar="F", help="share of bad lines (0.005)")
     gen.add_argument("--duplicate-share", type=float, default=0.002, metavar="F", help="share of resent lines (0.002)")
     gen.add_argument("--disorder", type=float, default=2.0, metavar="SECONDS", help="max timestamp disorder (2.0)")
-    gen.add_argument("--late-share", type=float, default=0.0, metavar="F", help="share of events far beyond lateness")
-    gen.add_argument("--bot-share", type=float, default=0.0, metavar="F", help="share of events from one bot id")
+    gen.add_argument("--late-share", type=float, default=0.0, metavar="F",
+                     help="share of events written far beyond the allowed lateness (0)")
+    gen.add_argument("--bot-share", type=float, default=0.0, metavar="F", help="share of events from one bot id (0)")
     gen.add_argument("--devices-per-user", type=int, default=3, metavar="N", help="max devices per person (3)")
     gen.set_defaults(func=_generate)
 

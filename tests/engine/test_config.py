@@ -16,7 +16,26 @@ BAD = [
     ("unknown_operator", SEG % '{ field = "score.default", op = "greather", value = 3 }',
      "cfg.toml: segments.hot_leads.all[1].op: unknown operator 'greather' (expected one of eq, ne,"),
     ("unknown_top_level", "[segmnts.x]\nall = []\n", "cfg.toml: segmnts: unknown key 'segmnts'"),
-    ("unknown_setting", '[settings]\nvisit_timout = "30m"\n', "cfg.toml: settings.visit_timout: unknown key"),
+    ("unknown_setting", '[settings]\nvisit_timout = "30m"\n',
+     "cfg.toml: settings.visit_timout: unknown key 'visit_timout' (did you mean 'visit_timeout'?) (expected one of"),
+    ("unknown_top_level_near_miss", "[segment.x]\nall = []\n", "cfg.toml: segment: unknown key 'segment' (did you mean 'segments'?)"),
+    ("segment_and_rule_share_a_name", '[segments.x]\nall = [{ field = "visits", op = "ge", value = 1 }]\n'
+     '[automation_rules.x]\nall = [{ field = "visits", op = "ge", value = 2 }]\nactions = [{ action = "notify_sales" }]\n',
+     "cfg.toml: automation_rules.x: a segment is named 'x' too"),
+    ("empty_segment_name", '[segments.""]\nall = [{ field = "visits", op = "ge", value = 1 }]\n',
+     "cfg.toml: segments.'': expected a name without leading or trailing blanks, and not empty"),
+    ("duplicate_step_name", '[workflows.w]\ntrigger = { event = { all = [{ field = "event.type", op = "eq", value = "identify" }] } }\n'
+     'steps = [{ name = "a", wait = "1d" }, { name = "a", action = "notify_sales" }]\n',
+     "cfg.toml: workflows.w.steps[1].name: step name 'a' is used twice in this workflow"),
+    ("empty_step_name", '[workflows.w]\ntrigger = { event = { all = [{ field = "event.type", op = "eq", value = "identify" }] } }\n'
+     'steps = [{ name = "", wait = "1d" }]\n', "cfg.toml: workflows.w.steps[0].name: expected a non-empty string, got ''"),
+    ("zero_visit_timeout", '[settings]\nvisit_timeout = "0s"\n',
+     "cfg.toml: settings.visit_timeout: expected a positive duration like '30m' or '7d', got '0s'"),
+    ("zero_dedupe_window", '[settings]\ndedupe_window = "0m"\n', "settings.dedupe_window: expected a positive duration"),
+    ("absurd_duration", '[settings]\nvisit_timeout = "99999999999d"\n',
+     "settings.visit_timeout: expected a duration of at most 100 years (36500d), got '99999999999d'"),
+    ("zero_half_life", '[scoring.default]\ndecay = { half_life = "0s" }\n',
+     "cfg.toml: scoring.default.decay.half_life: expected a positive duration like '30m' or '7d', got '0s'"),
     ("bad_duration", '[settings]\nvisit_timeout = "30 minutes"\n', "cfg.toml: settings.visit_timeout: expected a duration"),
     ("template_typo", '[workflows.hi]\ntrigger = { event = { all = [{ field = "event.type", op = "eq", value = "identify" }] } }\n'
      'steps = [{ action = "send_email", params = { template = "t_{evnt.properties.topic}_{event.properties.topic" } }]\n',

@@ -19,6 +19,17 @@ def test_check_accepts_the_example() -> None:
     assert res.returncode == 0, res.stderr
     assert "examples/marketing.toml: OK" in res.stdout
     assert "hot_leads, pricing_interest, decision_makers" in res.stdout
+    assert "lead_nurturing (6 steps)" in res.stdout and "privacy:            erasure on track 'Contact Deleted'" in res.stdout
+    assert "note:" not in res.stdout
+
+
+def test_check_says_when_a_config_has_no_rules(tmp_path: Path) -> None:
+    """An empty file is a valid config, and check says what a run with it would (not) do."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    res = _cli("check", "--config", str(empty))
+    assert res.returncode == 0
+    assert "note: no scoring rules, segments, actions or workflows" in res.stdout
 
 
 def test_check_rejects_with_path_and_nonzero_exit(tmp_path: Path) -> None:
@@ -52,3 +63,11 @@ def test_a_reader_that_stops_early_gets_no_traceback() -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 141
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err
+
+
+def test_version() -> None:
+    """--version names the installed version."""
+    from importlib.metadata import version
+
+    res = _cli("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"leadstream {version('leadstream')}"
