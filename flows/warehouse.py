@@ -688,8 +688,11 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
         n_contacts,
         n_triggers,
         plan.fingerprint,
+        t.get("suppressed", 0),
     )
-    con.executemany(f"INSERT INTO snapshots VALUES ({', '.join('?' * len(row))})", [*plan.snapshots, row])
+    # Rows kept from before the suppressed column (older recovery state) have none: NULL.
+    rows = [old + (None,) * (len(row) - len(old)) for old in plan.snapshots]
+    con.executemany(f"INSERT INTO snapshots VALUES ({', '.join('?' * len(row))})", [*rows, row])
     return row
 
 
@@ -711,5 +714,5 @@ def _create_view(con: duckdb.DuckDBPyConnection, name: str, sql: str, parts: lis
 
 
 _SNAPSHOT_COLUMNS = ("snapshot_id", "taken_at", "watermark", "lines_read", "accepted", "dead_lettered",
-                     "duplicates", "late", "buffered", "contacts", "triggers", "config")
+                     "duplicates", "late", "buffered", "contacts", "triggers", "config", "suppressed")
 

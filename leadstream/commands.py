@@ -530,6 +530,7 @@ def summarize(warehouse: Path, triggers: Path, dead: Path, elapsed: float) -> di
         "snapshots": last["snapshot_id"],
         "lines_read": last["lines_read"],
         "accepted": last["accepted"],
+        "suppressed": last.get("suppressed") or 0,
         "dead_lettered": last["dead_lettered"],
         "dead_letters_by_reason": by_reason,
         "duplicates": last["duplicates"],
@@ -561,7 +562,9 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
     reconciles = s["lines_read"] == s["accepted"] + s["dead_lettered"] + s["duplicates"] + s["buffered"]
     print(f"lines read     {s['lines_read']:>12,}   ({'reconciles' if reconciles else 'DOES NOT RECONCILE'}: "
           "accepted + dead-lettered + duplicates)", file=out)
-    print(f"accepted       {s['accepted']:>12,}", file=out)
+    suppressed = s.get("suppressed", 0)
+    print(f"accepted       {s['accepted']:>12,}" + (f"   ({suppressed:,} of them suppressed: events of contacts erased "
+                                                      "on request, not stored)" if suppressed else ""), file=out)
     print(f"dead-lettered  {s['dead_lettered']:>12,}   -> {s['dead_letter_file']}", file=out)
     for reason, n in s.get("dead_letters_by_reason", {}).items():
         print(f"  {reason:<20} {n:>8,}", file=out)

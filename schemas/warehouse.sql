@@ -133,7 +133,8 @@ CREATE TABLE snapshots (
     buffered      BIGINT,
     contacts      BIGINT,
     triggers      BIGINT,
-    config        VARCHAR     -- fingerprint of the rules config
+    config        VARCHAR,    -- fingerprint of the rules config
+    suppressed    BIGINT      -- of accepted: events of contacts erased on request, applied to nothing, not stored
 );
 
 -- view: contacts_per_stage

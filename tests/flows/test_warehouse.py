@@ -188,6 +188,8 @@ def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
         ("u1", "gone@example.com", {"anonymous_ids": ["d1"]})]
     snap = last_snapshot(tmp_path / "out" / "warehouse.duckdb")
     assert snap["lines_read"] == 9 and snap["dead_lettered"] == 1 and snap["accepted"] == 8
+    # u1's page after the erasure: accepted, applied to nothing, and said so.
+    assert snap["suppressed"] == 1
     # One-time segmentation leaves erased contacts out, as the stream does.
     from .conftest import leadstream
 

@@ -254,3 +254,19 @@ def test_a_build_beyond_its_memory_bound_retries_unbounded(tmp_path: Path, monke
     assert len(tight.state.snapshots) == 1
     assert _read(tmp_path / "tight.duckdb") == _read(tmp_path / "bounded.duckdb")
     assert not [p for p in tmp_path.rglob("*.spill")]
+
+
+def test_snapshot_rows_from_before_the_suppressed_column_still_publish(tmp_path: Path) -> None:
+    """Recovery state whose snapshot rows have no suppressed count publishes them with NULL there."""
+    exports = _exports(chunks=2)
+    logic = warehouse.WarehouseLogic(tmp_path / "w.duckdb", 1, 1e9, "test", None)
+    logic.on_batch(exports[:1])
+    logic.on_eof()
+    logic.state.snapshots = [row[:12] for row in logic.state.snapshots]  # as older state held them
+    logic.on_batch(exports[1:])
+    logic.on_eof()
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT snapshot_id, suppressed FROM snapshots ORDER BY 1").fetchall() == [(1, None), (2, 0)]
+    finally:
+        con.close()
