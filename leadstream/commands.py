@@ -312,6 +312,8 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     if not spawned:
         _check_resume(args, config, parts, resuming, write=first)
     warehouse, triggers, dead = _prepare_outputs(args, resuming, clean=first and not spawned)
+    before = _lines_before(warehouse, resuming and first and not spawned)
+    _say_resuming(args, before)
     follow = args.follow or (kafka_input is not None and not args.kafka_eof)
     webhook = None
     if getattr(args, "webhook", None):
@@ -353,7 +355,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
     delete_after_run()  # the run has ended and recorded its last state: parts of erased people go
     elapsed = time.monotonic() - started
-    summary = summarize(warehouse, triggers, dead, elapsed)
+    summary = summarize(warehouse, triggers, dead, elapsed, before)
     if _STOPPED_BY and not follow:
         summary["stopped_by"] = signal.Signals(_STOPPED_BY[0]).name
     if webhook is not None and first:
@@ -424,6 +426,8 @@ def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...
     _, resuming = _recovery(args)
     _check_resume(args, config, parts, resuming)
     warehouse, triggers, dead = _prepare_outputs(args, resuming)
+    before = _lines_before(warehouse, resuming)
+    _say_resuming(args, before)
     ports = []
     holders = []
     for _ in range(n):  # hold every port until all are chosen, so no two are the same
@@ -472,7 +476,7 @@ def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...
               + (f"; run the same command again to resume from {args.recovery}" if args.recovery else ""),
               file=sys.stderr)
         raise SystemExit(1)
-    summary = summarize(warehouse, triggers, dead, time.monotonic() - started)
+    summary = summarize(warehouse, triggers, dead, time.monotonic() - started, before)
     if _STOPPED_BY and not args.follow:
         summary["stopped_by"] = signal.Signals(_STOPPED_BY[0]).name
     if getattr(args, "webhook", None):
@@ -504,8 +508,33 @@ class _Nothing:
         return None
 
 
-def summarize(warehouse: Path, triggers: Path, dead: Path, elapsed: float) -> dict[str, Any]:
-    """Read the published warehouse (as any analyst would) and summarise the run."""
+def _say_resuming(args: argparse.Namespace, before: int | None) -> None:
+    if before is not None and not args.quiet:
+        print(f"leadstream run: resuming from --recovery {args.recovery}: earlier runs read {before:,} lines; "
+              "this one reads on from where they stopped", file=sys.stderr)
+
+
+def _lines_before(warehouse: Path, resuming: bool) -> int | None:
+    """Lines a resumed run's earlier runs read, from the warehouse they published (None: not resuming)."""
+    if not resuming or not warehouse.exists():
+        return None if not resuming else 0
+    try:
+        con = duckdb.connect(str(warehouse), read_only=True)
+    except duckdb.Error:
+        return 0
+    try:
+        return int(scalar(con, "SELECT lines_read FROM snapshots ORDER BY snapshot_id DESC LIMIT 1") or 0)
+    except duckdb.Error:
+        return 0
+    finally:
+        con.close()
+
+
+def summarize(warehouse: Path, triggers: Path, dead: Path, elapsed: float, before: int | None = None) -> dict[str, Any]:
+    """Read the published warehouse (as any analyst would) and summarise the run.
+
+    ``before``: for a resumed run, the lines its earlier runs read; throughput counts this run's only.
+    """
     if not warehouse.exists():
         return {"warehouse": str(warehouse), "published": False, "elapsed_s": elapsed}
     con = duckdb.connect(str(warehouse), read_only=True)
@@ -541,7 +570,8 @@ def summarize(warehouse: Path, triggers: Path, dead: Path, elapsed: float) -> di
         "triggers": last["triggers"],
         "triggers_by_action": by_action,
         "elapsed_s": elapsed,
-        "lines_per_s": last["lines_read"] / elapsed if elapsed > 0 else 0.0,
+        "resumed_after": before,
+        "lines_per_s": (last["lines_read"] - (before or 0)) / elapsed if elapsed > 0 else 0.0,
     }
 
 
@@ -582,7 +612,9 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
                 f"{failed:,} batch{'es' * (failed != 1)} NOT delivered after every retry: dead-lettered as "
                 f"webhook_failed in {s['dead_letter_file']}, each with its triggers as raw; resend them from there")
         print(f"webhook        {hook['url']}: {said}", file=out)
-    print(f"throughput     {s['lines_per_s']:>12,.0f} lines/s over {s['elapsed_s']:.1f} s", file=out)
+    before = s.get("resumed_after")
+    this_run = f" ({s['lines_read'] - before:,} lines this run, resumed after {before:,})" if before is not None else ""
+    print(f"throughput     {s['lines_per_s']:>12,.0f} lines/s over {s['elapsed_s']:.1f} s{this_run}", file=out)
     print(f"modules        {native.describe()}", file=out)
     if s.get("step_seconds"):
         from flows.progress import step_shares

@@ -215,6 +215,8 @@ def test_a_resumed_run_applies_input_older_than_its_watermark(clickstream: Path,
     res = run_into(out, [clickstream, older], "--recovery", str(recovery))
     snap = last_snapshot(out / "warehouse.duckdb")
     assert snap["buffered"] == 0, res.stderr
+    assert f"resuming from --recovery {recovery}: earlier runs read {first['lines_read']:,} lines" in res.stderr
+    assert f"(50 lines this run, resumed after {first['lines_read']:,})" in res.stdout
     assert (snap["lines_read"], snap["accepted"]) == (first["lines_read"] + 50, first["accepted"] + 50)
     con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
     try:
