@@ -705,6 +705,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     try:
         if not scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'contacts'"):
             raise UsageError(f"{path}: a DuckDB file, but not a leadstream warehouse (it has no contacts table)")
+        built_with = scalar(con, "SELECT config FROM snapshots ORDER BY snapshot_id DESC LIMIT 1")
+        if built_with is not None and built_with != config.fingerprint:
+            # Scores, stages and segments in the warehouse follow the rules of the run that wrote it.
+            print(f"leadstream segment: warning: {path} was written with other rules than {args.config} "
+                  f"(config fingerprint {built_with}, this file's {config.fingerprint}); the contact state "
+                  "it queries follows the rules of that run", file=sys.stderr)
         if now is None:
             now = scalar(con, "SELECT epoch_ms(max(timestamp)) FROM events") or 0
         try:

@@ -138,9 +138,10 @@ CREATE TABLE snapshots (
 );
 
 -- view: contacts_per_stage
+-- Contacts erased on request have no stage and are left out.
 CREATE VIEW contacts_per_stage AS
 SELECT stage, count(*) AS contacts, count(*) FILTER (WHERE user_id IS NOT NULL) AS known_contacts
-FROM contacts GROUP BY stage ORDER BY contacts DESC;
+FROM contacts WHERE deleted IS NOT TRUE GROUP BY stage ORDER BY contacts DESC;
 
 -- view: contacts_per_segment
 CREATE VIEW contacts_per_segment AS

@@ -130,6 +130,7 @@ def test_segment_command(both: Any, baseline: Path, segment: str) -> None:
     cond = next(s.condition for s in config.segments if s.name == segment)
     assert printed == {cid for cid, c in contacts.items() if cond.fn(c, None, now)}
     assert f"{len(printed)} contacts in {segment}" in res.stderr
+    assert "warning" not in res.stderr  # the warehouse was written with these rules
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -169,3 +170,14 @@ def test_segment_export_to_a_new_folder_and_a_quoted_name(baseline: Path, tmp_pa
     rows = duckdb.connect().execute("SELECT contact_id FROM read_parquet(?) ORDER BY 1", [str(out)]).fetchall()
     assert [r[0] for r in rows] == [line.split("\t")[0] for line in printed.stdout.splitlines()[1:]]
     assert f"{len(rows)} contacts in hot_leads -> {out}" in res.stderr
+
+
+def test_segment_command_warns_when_the_warehouse_has_other_rules(baseline: Path, tmp_path: Path) -> None:
+    """Stages, scores and segments in the warehouse follow the rules of the run that wrote it: say so."""
+    from .conftest import leadstream
+
+    other = tmp_path / "other.toml"
+    other.write_text(CONFIG.read_text() + '\n[segments.many_visits]\nall = [{ field = "visits", op = "ge", value = 3 }]\n')
+    res = leadstream("segment", "many_visits", "--config", str(other), "--warehouse", str(baseline / "warehouse.duckdb"))
+    assert f"warning: {baseline / 'warehouse.duckdb'} was written with other rules than {other}" in res.stderr
+    assert "contacts in many_visits" in res.stderr

@@ -145,6 +145,7 @@ def test_erasure_and_consent_reach_the_warehouse(tmp_path: Path) -> None:
     try:
         row = con.execute("SELECT deleted, email, traits::VARCHAR, segments FROM contacts WHERE contact_id = 'u1'").fetchone()
         assert row == (True, None, "{}", [])
+        assert con.execute("SELECT count(*) FROM contacts_per_stage WHERE stage IS NULL").fetchone() == (0,)
         assert con.execute("SELECT count(*) FROM events WHERE contact_id = 'u1'").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 1  # u2's identify
         assert con.execute("SELECT count(*) FROM contact_scores WHERE contact_id = 'u1'").fetchone()[0] == 0
