@@ -231,6 +231,9 @@ def _input_parts(args: argparse.Namespace) -> tuple[tuple[str, ...], str | None]
         print(f"leadstream run: --input {folder}: not reading {len(names)} file(s) whose names do not end with "
               f"{suffixes}: {shown}", file=sys.stderr)
     if not parts:
+        empty = [i for i in args.input if Path(i).is_dir() and not any(Path(i).iterdir())]
+        if empty and not args.follow:
+            raise UsageError(f"--input {empty[0]}: the directory is empty (add files, or use --follow to wait for them)")
         raise UsageError(f"--input names no JSONL files (a directory's files must end with {suffixes}; "
                          "rename them, or point --input at the files themselves)")
     return parts, None
@@ -685,8 +688,18 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.config}: no segment or automation rule named {args.name!r} "
                          f"(have: {', '.join(found) or 'none'})")
     path = Path(args.warehouse)
+    if args.sql and args.at and not path.exists():
+        # The query alone needs no warehouse, only the instant its windows end at.
+        try:
+            print(segment_query(found[args.name].node, parse_iso_ms(args.at)))
+        except (ValueError, OverflowError):
+            raise UsageError(f"--at {args.at}: expected an ISO-8601 instant such as 2026-01-05T08:00:00Z") from None
+        except SqlUnsupported as ex:
+            raise UsageError(f"{args.name}: {ex}") from None
+        return 0
     if not path.exists():
-        raise UsageError(f"{path}: no warehouse here; create one with `leadstream run ... --warehouse {path}`")
+        hint = " (or, for --sql alone, give --at)" if args.sql else ""
+        raise UsageError(f"{path}: no warehouse here; create one with `leadstream run ... --warehouse {path}`{hint}")
     out_format = None
     if args.out:
         out_format = {".csv": "csv, header true", ".parquet": "parquet"}.get(Path(args.out).suffix.lower())

@@ -141,3 +141,27 @@ def test_demo_refuses_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(argv) == 2
     assert f"leadstream demo: {message.format(tmp=tmp_path)}" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+def test_run_says_an_input_directory_is_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty input directory is named as such, with what to do."""
+    from leadstream.cli import main
+
+    (tmp_path / "in").mkdir()
+    config = Path(__file__).resolve().parents[2] / "examples" / "marketing.toml"
+    argv = ["run", "--config", str(config), "--input", str(tmp_path / "in"), "--warehouse", str(tmp_path / "w"),
+            "--triggers", str(tmp_path / "t.jsonl"), "--quiet"]
+    assert main(argv) == 2
+    assert f"--input {tmp_path / 'in'}: the directory is empty (add files, or use --follow" in capsys.readouterr().err
+
+
+def test_segment_sql_needs_no_warehouse_with_at(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--sql prints the query; with --at it does not need a warehouse to find the time windows end at."""
+    from leadstream.cli import main
+
+    config = Path(__file__).resolve().parents[2] / "examples" / "marketing.toml"
+    base = ["segment", "hot_leads", "--config", str(config), "--warehouse", str(tmp_path / "none.duckdb"), "--sql"]
+    assert main([*base, "--at", "2026-01-05T08:00:00Z"]) == 0
+    assert capsys.readouterr().out.startswith("SELECT c.contact_id")
+    assert main(base) == 2
+    assert "(or, for --sql alone, give --at)" in capsys.readouterr().err
