@@ -54,6 +54,10 @@ APPEND_ONLY = ("events", "triggers", "dead_letters")
 # properties. The contact_deleted trigger keeps its reason (the deletion event), the record
 # of the erasure; its address and devices were for the actioners.
 _ERASED_TRIGGER = f"p.contact_id IN ({ERASED_IDS})"
+# Anonymous and known ids share contact_id. When one person's anonymousId is another's userId,
+# the anonymous profile's rows (and its merge tombstone) must not stand in for the known
+# contact's: a known contact never becomes anonymous, so its rows rank first.
+_KNOWN_FIRST = "(user_id IS NOT NULL OR erased IS TRUE) DESC, "
 # Columns of append-only views that are computed rather than read as stored.
 DERIVED = {
     # An anonymous profile's events belong to the contact it merged into.
@@ -580,8 +584,9 @@ def _compact(con: duckdb.DuckDBPyConnection, plan: _BuildPlan) -> dict[str, list
         tmp = path.with_suffix(".tmp")
         if table in ("contacts", "identities"):
             key = "contact_id" if table == "contacts" else "identifier"
+            order = f"{_KNOWN_FIRST}filename DESC" if table == "contacts" else "filename DESC"
             query = f"""SELECT * EXCLUDE (rn, filename) FROM (
-                SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY filename DESC) AS rn
+                SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS rn
                 FROM read_parquet({_list(old)}, filename = true)) WHERE rn = 1"""
         else:
             query = f"SELECT * FROM read_parquet({_list(old)})"
@@ -624,14 +629,17 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
         link_parts = [p for p in plan.parts["identities"] if p not in prev.identities]
         con.execute("DELETE FROM snapshots")  # re-inserted below, with the new row
     if contact_parts:
-        # The newest row per contact wins; a tombstone removes it.
+        # The newest row per contact wins; a tombstone removes it. A known contact's row wins
+        # over an anonymous profile's or a tombstone of the same id (see _KNOWN_FIRST).
         con.execute(f"""
             CREATE TEMP TABLE current_contacts AS
             SELECT * EXCLUDE (rn) FROM (
-                SELECT *, row_number() OVER (PARTITION BY contact_id ORDER BY filename DESC) AS rn
+                SELECT *, row_number() OVER (PARTITION BY contact_id ORDER BY {_KNOWN_FIRST}filename DESC) AS rn
                 FROM read_parquet({_list(contact_parts)}, filename = true)
             ) WHERE rn = 1""")
         if prev is not None:
+            con.execute("""DELETE FROM temp.main.current_contacts WHERE user_id IS NULL AND erased IS NOT TRUE
+                           AND contact_id IN (SELECT contact_id FROM contacts WHERE user_id IS NOT NULL)""")
             changed = "(SELECT contact_id FROM temp.main.current_contacts)"
             for table, key in (("contacts", "contact_id"), ("contact_scores", "contact_id"),
                                ("segment_members", "contact_id"), ("workflow_members", "contact_id"),

@@ -199,3 +199,31 @@ def test_an_anonymous_id_equal_to_the_user_id_is_one_contact_in_the_warehouse(tm
         assert con.execute("SELECT count(*) FROM events WHERE contact_id = 'user-42'").fetchone() == (3,)
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("order", ["anonymous_first", "known_first"])
+def test_a_known_contact_whose_id_was_another_persons_device_stays_in_the_warehouse(tmp_path: Path, order: str) -> None:
+    """x1 browses anonymously and identifies as x2; a userId x1 (someone else) appears too. The merge's
+    tombstone for device x1 once hid contact x1 from the warehouse, while its triggers were there."""
+    lines = [
+        {"type": "page", "anonymousId": "x1", "properties": {"path": "/"}, "timestamp": "2026-01-05T08:00:01Z"},
+        {"type": "identify", "anonymousId": "x1", "userId": "x2", "traits": {"email": "x2@example.com"},
+         "timestamp": "2026-01-05T08:00:02Z"},
+        {"type": "track", "userId": "x1", "event": "Form Submitted", "traits": {"email": "x1@example.com"},
+         "timestamp": "2026-01-05T08:00:03Z"},
+    ]
+    if order == "known_first":
+        lines = [dict(lines[2], timestamp="2026-01-05T08:00:00Z"), *lines[:2]]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(dict(x, messageId=f"c{i}")) + b"\n" for i, x in enumerate(lines)))
+    run_into(tmp_path / "out", [path])
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "out" / "warehouse.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT contact_id, user_id, email FROM contacts ORDER BY 1").fetchall()
+        assert rows == [("x1", "x1", "x1@example.com"), ("x2", "x2", "x2@example.com")]
+        assert con.execute("SELECT count(*) FROM contact_scores WHERE contact_id = 'x1'").fetchone()[0] > 0
+        assert {r[0] for r in con.execute("SELECT contact_id FROM triggers").fetchall()} <= {"x1", "x2"}
+    finally:
+        con.close()
