@@ -154,6 +154,21 @@ def _cluster_size(args: argparse.Namespace) -> int:
     return max(1, getattr(args, "processes", 1) or 1)
 
 
+def _outputs_apart_from_inputs(args: argparse.Namespace, outputs: dict[Path, str]) -> None:
+    """Refuse an output that is an input file (it would be emptied) or inside an input directory
+    (a followed one would read the run's own output back, each dead letter quoting the last)."""
+    inputs = [Path(i).resolve() for i in args.input if i != "-" and "://" not in i and Path(i).exists()]
+    for path, flag in outputs.items():
+        where = path.resolve()
+        for source in inputs:
+            if where == source:
+                raise UsageError(f"{flag} {path}: is an input of this run too, and writing it would empty it; "
+                                 "name another file")
+            if source.is_dir() and where.is_relative_to(source):
+                raise UsageError(f"{flag} {path}: is inside the input directory {source}, which would read it as "
+                                 "input; write outputs outside the inputs")
+
+
 def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = True) -> tuple[Path, Any, Any]:
     """Check the three outputs; a fresh run (``clean``, not resuming) drops an earlier run's parts."""
     from flows.kafka import is_kafka_url, parse_kafka_url
@@ -174,6 +189,7 @@ def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = Tru
     if len({p.resolve() for p in files}) < len(files) or triggers == dead:
         raise UsageError("--warehouse, --triggers and --dead-letter must be three different outputs")
     flags = {warehouse: "--warehouse", triggers: "--triggers", dead: "--dead-letter"}
+    _outputs_apart_from_inputs(args, {p: flags[p] for p in files})
     for path in files:
         # Found now rather than when the first line or the first snapshot is written,
         # which for the warehouse was after the whole input had been read.

@@ -165,3 +165,39 @@ def test_segment_sql_needs_no_warehouse_with_at(tmp_path: Path, capsys: pytest.C
     assert capsys.readouterr().out.startswith("SELECT c.contact_id")
     assert main(base) == 2
     assert "(or, for --sql alone, give --at)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("inside", "flags", "message"), [
+    (False, ["--triggers", "{input}"], "--triggers {input}: is an input of this run too, and writing it would empty it"),
+    (False, ["--dead-letter", "{input}"], "--dead-letter {input}: is an input of this run too"),
+    (False, ["--warehouse", "{input}"], "--warehouse {input}: is an input of this run too"),
+    (True, ["--triggers", "{input}/triggers.jsonl"], "--triggers {input}/triggers.jsonl: is inside the input directory "
+                                                     "{input}, which would read it as input"),
+    (True, ["--triggers", "{tmp}/t.jsonl"], ""),  # beside the input directory, dead letters too: fine
+], ids=["triggers-is-the-input", "dead-letters-is-the-input", "warehouse-is-the-input", "triggers-in-input-dir",
+        "fine-outside"])
+def test_run_refuses_outputs_that_are_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str], inside: bool,
+                                             flags: list[str], message: str) -> None:
+    """An output that is an input file (it was emptied) or inside an input directory (a followed one read
+    its own dead letters back, each quoting the last) is refused, and the input is untouched."""
+    from leadstream.cli import main
+
+    line = '{"type": "page", "anonymousId": "a-1", "messageId": "m-1", "timestamp": "2026-01-05T08:00:00Z"}\n'
+    if inside:
+        source = tmp_path / "in"
+        source.mkdir()
+        (source / "events.jsonl").write_text(line)
+    else:
+        source = tmp_path / "events.jsonl"
+        source.write_text(line)
+    config = Path(__file__).resolve().parents[2] / "examples" / "marketing.toml"
+    base = {"--warehouse": str(tmp_path / "w.duckdb"), "--triggers": str(tmp_path / "t.jsonl")}
+    for i in range(0, len(flags), 2):
+        base[flags[i]] = flags[i + 1].format(input=source, tmp=tmp_path)
+    argv = ["run", "--config", str(config), "--input", str(source), "--quiet", *[x for kv in base.items() for x in kv]]
+    if not message:
+        assert main(argv) == 0
+        return
+    assert main(argv) == 2
+    assert f"leadstream run: {message.format(input=source, tmp=tmp_path)}" in capsys.readouterr().err
+    assert (source / "events.jsonl" if inside else source).read_text() == line
