@@ -143,9 +143,13 @@ class IdentityShard:
             # the anonymous profile of that id, if there is one, is the known contact's past.
             # It merges into the contact of the same id and the device links to it; no
             # tombstone, which would remove the known contact's own row in the warehouse.
-            if current is not None or device not in self.profiles:
+            # Without a profile the link is made all the same, so that anonymous events of
+            # that id later go to the known contact; it is not a device to list in identities.
+            if current is not None:
                 return
             self.links[device] = (user_id, e.ts)
+            if device not in self.profiles:
+                return
             self.changed_links.add(device)
             profile = self.profiles.pop(device)
             self.changed_profiles.discard(device)
