@@ -138,9 +138,8 @@ def _check_resume(args: argparse.Namespace, config: Config, parts: tuple[str, ..
         return
     from .resume import ResumeMismatch, check_and_record
 
-    outputs = {"--warehouse": args.warehouse, "--triggers": args.triggers}
-    if args.dead_letter:
-        outputs["--dead-letter"] = args.dead_letter
+    outputs = {"--warehouse": args.warehouse, "--triggers": args.triggers,
+               "--dead-letter": str(_dead_letter_output(args))}
     try:
         check_and_record(Path(args.recovery), resuming, args.shards or config.settings.shards, parts, outputs,
                          write=write)
@@ -152,6 +151,16 @@ def _cluster_size(args: argparse.Namespace) -> int:
     if getattr(args, "addresses", None):
         return len(args.addresses.split(";"))
     return max(1, getattr(args, "processes", 1) or 1)
+
+
+def _dead_letter_output(args: argparse.Namespace) -> Any:
+    """--dead-letter, or by default dead_letters.jsonl beside the triggers file (or the warehouse)."""
+    from flows.kafka import is_kafka_url
+
+    if args.dead_letter:
+        return args.dead_letter if is_kafka_url(args.dead_letter) else Path(args.dead_letter)
+    beside = Path(args.warehouse) if is_kafka_url(args.triggers) else Path(args.triggers)
+    return beside.with_name("dead_letters.jsonl")
 
 
 def _outputs_apart_from_inputs(args: argparse.Namespace, outputs: dict[Path, str]) -> None:
@@ -175,10 +184,7 @@ def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = Tru
 
     warehouse = Path(args.warehouse)
     triggers: Any = args.triggers if is_kafka_url(args.triggers) else Path(args.triggers)
-    if args.dead_letter:
-        dead: Any = args.dead_letter if is_kafka_url(args.dead_letter) else Path(args.dead_letter)
-    else:
-        dead = (warehouse if isinstance(triggers, str) else triggers).with_name("dead_letters.jsonl")
+    dead = _dead_letter_output(args)
     for url in (triggers, dead):
         if isinstance(url, str):
             try:

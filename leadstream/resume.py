@@ -75,6 +75,11 @@ def _differences(record: dict[str, Any], shards: int, inputs: tuple[str, ...], o
         if before["given"] != given or before["absolute"] != _absolute(given):
             problems.append(f"{flag} was {before['given']!r} ({before['absolute']}), now {given!r} "
                             f"({_absolute(given)})")
+    given_now = {_absolute(g) for g in inputs}
+    for before in record.get("inputs", []):
+        if before["absolute"] not in given_now:
+            problems.append(f"--input {before['given']!r} was read by the saved run and is not given now (the state "
+                            "resumes every input it read; a file read to its end is not read again)")
     by_absolute = {i["absolute"]: i for i in record.get("inputs", [])}
     by_given = {i["given"]: i for i in record.get("inputs", [])}
     for given in inputs:

@@ -13,7 +13,7 @@ import pytest
 from leadstream.resume import RECORD, ResumeMismatch, check_and_record
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTPUTS = {"--warehouse": "out/w.duckdb", "--triggers": "out/t.jsonl"}
+OUTPUTS = {"--warehouse": "out/w.duckdb", "--triggers": "out/t.jsonl", "--dead-letter": "out/dead_letters.jsonl"}
 
 
 @pytest.fixture()
@@ -31,7 +31,10 @@ def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (16, ("in/a.jsonl",), {**OUTPUTS, "--triggers": "./out/t.jsonl"}, "--triggers was 'out/t.jsonl'"),
     (16, ("in/a.jsonl",), {**OUTPUTS, "--warehouse": "elsewhere/w.duckdb"}, "--warehouse was 'out/w.duckdb'"),
     (16, ("./in/a.jsonl",), OUTPUTS, "--input './in/a.jsonl' was given as 'in/a.jsonl'"),
-], ids=["shards", "output-spelt-otherwise", "output-elsewhere", "input-spelt-otherwise"])
+    (16, ("in/b.jsonl",), OUTPUTS, "--input 'in/a.jsonl' was read by the saved run and is not given now"),
+    (16, ("in/a.jsonl",), {**OUTPUTS, "--dead-letter": "out/dl2.jsonl"}, "--dead-letter was 'out/dead_letters.jsonl'"),
+], ids=["shards", "output-spelt-otherwise", "output-elsewhere", "input-spelt-otherwise", "input-dropped",
+        "dead-letters-elsewhere"])
 def test_a_resume_that_differs_is_refused(recorded: Path, shards: int, inputs: tuple[str, ...],
                                           outputs: dict[str, str], said: str) -> None:
     """Each difference is named, with the directory the run was started from and what to do."""
