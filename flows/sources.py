@@ -38,6 +38,9 @@ IDLE_AFTER_S = 0.2
 # Set by the CLI on SIGINT/SIGTERM: every partition ends its input as if the files ended
 # there, so the run finishes cleanly (final snapshot, summary) instead of dying mid-batch.
 STOP = threading.Event()
+# Partitions of this process that were read to their end (not stopped by STOP): a stop
+# that comes after every one of them ended cut nothing short.
+READ_TO_END: set[str] = set()
 
 
 @dataclass(slots=True)
@@ -370,6 +373,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             return []
         if not self.follow or (pipe is not None and pipe.eof):  # a closed pipe has nothing more to follow
             self.sent_eof = True
+            READ_TO_END.add(self.name)
             return [SourceBatch(self.name, self.line_no + 1, self.file or self.name, [], eof=True)]
         idle = time.monotonic() - self.last_data
         if idle >= IDLE_AFTER_S:

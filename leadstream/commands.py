@@ -324,7 +324,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     from flows.progress import PROGRESS, ProgressDisplay
     from flows.router import CUT_EVERY_LINES
     from flows.runtime import CHECKPOINT_S, REPLAY_CHECKPOINT_S, tuned_gc
-    from flows.sources import STOP
+    from flows.sources import READ_TO_END, STOP
 
     _check_cluster_args(args)
     parts, kafka_input = _input_parts(args)
@@ -356,6 +356,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     PROGRESS.reset()
     started = time.monotonic()
     STOP.clear()
+    READ_TO_END.clear()
     _STOPPED_BY.clear()
     previous = {sig: signal.signal(sig, _stop_reading) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -368,11 +369,6 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
                 run_main(flow, epoch_interval=epoch, recovery_config=recovery)
             else:
                 cli_main(flow, workers_per_process=args.workers, epoch_interval=epoch, recovery_config=recovery)
-    except Exception:
-        if len(_STOPPED_BY) > 1:
-            # Bytewax hands the KeyboardInterrupt of a second Ctrl-C back wrapped in its own error.
-            raise KeyboardInterrupt from None
-        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -381,7 +377,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     delete_after_run()  # the run has ended and recorded its last state: parts of erased people go
     elapsed = time.monotonic() - started
     summary = summarize(warehouse, triggers, dead, elapsed, before)
-    if _STOPPED_BY and not follow:
+    if _STOPPED_BY and not follow and not (pid is None and READ_TO_END >= set(parts)):
         summary["stopped_by"] = signal.Signals(_STOPPED_BY[0]).name
     if webhook is not None and first:
         summary["webhook"] = {"url": args.webhook, "failed_batches": _webhook_failures(dead)}
@@ -511,6 +507,8 @@ def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...
 
 # The signal that stopped this process's run early, if one did (the summary says so).
 _STOPPED_BY: list[int] = []
+_ABORTED = ("aborted: what was read since the last snapshot is not in the outputs; with --recovery DIR, the same "
+            "command resumes from the last recovery snapshot")
 
 
 def _stop_reading(signum: int, _frame: Any) -> None:
@@ -518,8 +516,11 @@ def _stop_reading(signum: int, _frame: Any) -> None:
     from flows.sources import STOP
 
     if STOP.is_set():
-        _STOPPED_BY[:] = [signum, signum]  # a second one: give up at once
-        raise KeyboardInterrupt
+        # A second one: give up at once. Raised inside the flow, it came back as a Rust panic
+        # and a traceback; the outputs are as the last recovery snapshot left them either way.
+        print(f"\n{signal.Signals(signum).name} again: {_ABORTED}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(128 + signum)
     STOP.set()
     _STOPPED_BY[:] = [signum]
     print(f"\n{signal.Signals(signum).name}: finishing what was read (again to abort)", file=sys.stderr)
