@@ -608,6 +608,10 @@ def _compile_count(node: dict[str, Any], path: str, ctx: CompileContext) -> Comp
     except ValueError as ex:
         p.add(f"{path}.within", str(ex))
         within = None
+    if within is not None and within <= 0:
+        p.add(f"{path}.within", f"expected a positive duration like '7d' (a window of no time counts nothing), "
+              f"got {node.get('within')!r}")
+        within = None
     op, value = node.get("op"), node.get("value")
     if op not in COUNT_OPS:
         p.add(f"{path}.op", f"unknown count operator {op!r} (expected one of {', '.join(COUNT_OPS)})")

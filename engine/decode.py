@@ -128,8 +128,9 @@ def _identifier(obj: dict[str, Any], key: str) -> str | None:
     if not isinstance(value, str):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise _Reject("wrong_type", f"{key} must be a string or a number, got {type(value).__name__}")
-        # Segment's libraries take numeric ids and its API turns them into strings.
-        value = str(value)
+        # Segment's libraries take numeric ids and its API turns them into strings, as
+        # JavaScript writes numbers: 42.0 is "42" (one id with 42), not Python's "42.0".
+        value = str(int(value)) if isinstance(value, float) and value.is_integer() and abs(value) < 1e21 else str(value)
     why = junk_reason(value)
     if why is not None:
         raise _Reject("junk_identifier", f"{key}: {why}")
@@ -430,6 +431,9 @@ def _decode(raw: bytes, source: str, strip_bom: bool = True) -> Event | Rejectio
                 return Rejection(inner.reason, inner.detail, _raw_text(raw), source)
             if not raw.strip():
                 return Rejection("empty_line", "the line is blank", _raw_text(raw), source)
+            if str(ex).startswith("depth limit exceeded"):
+                return Rejection("too_large", f"nested more than 1024 levels deep (at most {MAX_NESTING})",
+                                 _raw_text(raw), source)
             return Rejection("invalid_json", str(ex)[:200], _raw_text(raw), source)
         if not isinstance(obj, dict):
             return Rejection("not_an_object", f"got a JSON {type(obj).__name__}", _raw_text(raw), source)

@@ -80,7 +80,10 @@ def _generate(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.is_dir():
             raise UsageError(f"--out {out}: is a directory; name a file such as {out / 'events.jsonl'}")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as ex:
+            raise UsageError(f"--out {out}: cannot create {out.parent} ({ex.strerror or 'a part of it is a file'})") from None
         # Written beside and renamed at the end: an interrupted run leaves an earlier file whole.
         tmp = out.with_name(f".{out.name}.tmp")
         try:

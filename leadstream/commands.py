@@ -201,15 +201,20 @@ def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = Tru
         # which for the warehouse was after the whole input had been read.
         flag = flags[path]
         if path.is_dir():
-            raise UsageError(f"{flag} {path}: is a directory; name a file in it, such as {path / path.name}")
+            example = "warehouse.duckdb" if flag == "--warehouse" else f"{flag[2:]}.jsonl".replace("-", "_")
+            raise UsageError(f"{flag} {path}: is a directory; name a file in it, such as {path / example}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise UsageError(f"{flag} {path}: a part of {path.parent} is a file, not a folder") from None
         except OSError as ex:
             raise UsageError(f"{flag} {path}: cannot create {path.parent} ({ex.strerror})") from None
-        if not os.access(path.parent, os.W_OK | os.X_OK):
-            raise UsageError(f"{flag} {path}: {path.parent} is not writable")
+        probe = path.parent / f".{path.name}.probe"
+        try:
+            probe.touch()  # what can be written, not what the permission bits say (/proc, read-only mounts)
+            probe.unlink()
+        except OSError as ex:
+            raise UsageError(f"{flag} {path}: cannot write in {path.parent} ({ex.strerror})") from None
     if clean and not resuming:
         # A fresh run publishes a new warehouse, and an earlier run's parts become orphans. A
         # reader may still have the earlier warehouse open, whose views read those parts: they
@@ -308,6 +313,12 @@ def _check_cluster_args(args: argparse.Namespace) -> None:
                              "e.g. https://hooks.example.com/leadstream")
         if args.webhook_attempts < 1 or args.webhook_batch < 1:
             raise UsageError("--webhook-attempts and --webhook-batch must be at least 1")
+        if not (math.isfinite(args.webhook_backoff) and args.webhook_backoff >= 0):
+            raise UsageError(f"--webhook-backoff must be a number of seconds, 0 or more; got {args.webhook_backoff}")
+        try:
+            url.port  # noqa: B018 - raises on a port out of range
+        except ValueError:
+            raise UsageError(f"--webhook {args.webhook}: the port is out of range (1-65535)") from None
 
 
 def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
@@ -758,7 +769,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
             return 0
         if args.out:
             out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as ex:
+                raise UsageError(f"--out {out}: cannot create {out.parent} ({ex.strerror or 'a part of it is a file'})") from None
             con.execute(f"COPY ({query}) TO {_sql_literal(str(out))} (FORMAT {out_format})")
             n = scalar(con, f"SELECT count(*) FROM ({query})")
             print(f"{n} contacts in {args.name} -> {args.out}", file=sys.stderr)

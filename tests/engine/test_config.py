@@ -29,6 +29,8 @@ BAD = [
      "cfg.toml: workflows.w.steps[1].name: step name 'a' is used twice in this workflow"),
     ("empty_step_name", '[workflows.w]\ntrigger = { event = { all = [{ field = "event.type", op = "eq", value = "identify" }] } }\n'
      'steps = [{ name = "", wait = "1d" }]\n', "cfg.toml: workflows.w.steps[0].name: expected a non-empty string, got ''"),
+    ("zero_window", '[segments.s]\nall = [{ count = { field = "event.type", op = "eq", value = "page" }, within = "0d", op = "ge", value = 3 }]\n',
+     "segments.s.all[0].within: expected a positive duration like '7d' (a window of no time counts nothing), got '0d'"),
     ("zero_visit_timeout", '[settings]\nvisit_timeout = "0s"\n',
      "cfg.toml: settings.visit_timeout: expected a positive duration like '30m' or '7d', got '0s'"),
     ("zero_dedupe_window", '[settings]\ndedupe_window = "0m"\n', "settings.dedupe_window: expected a positive duration"),

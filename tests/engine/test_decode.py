@@ -132,6 +132,9 @@ REJECTED = [
     ("previousid-object", line("alias", previousId={"id": 7}), "wrong_type", "previousId"),
     ("userid-zero", line("track", userId=0), "junk_identifier", "placeholder value '0'"),
     ("userid-minus-one", line("track", userId=-1), "junk_identifier", "placeholder value '-1'"),
+    ("userid-zero-float", line("track", userId=0.0), "junk_identifier", "placeholder value '0'"),
+    ("nested-1100", b'{"type":"page","properties":' + b"[" * 1100 + b"]" * 1100 + b"}", "too_large",
+     "nested more than 1024 levels deep"),
     ("properties-list", line(properties=["a"]), "wrong_type", "properties"),
     ("properties-string", line(properties="path=/x"), "wrong_type", "properties"),
     ("traits-string", line("identify", traits="vip"), "wrong_type", "traits"),
@@ -277,6 +280,8 @@ ACCEPTED = [
     ("previousid-number", line("alias", previousId=7, userId=8), {"previous_id": "7", "user_id": "8"}),
     ("big-number-id", line("screen", userId=2**64 - 1), {"user_id": str(2**64 - 1)}),
     ("float-id", line("screen", userId=1.5), {"user_id": "1.5"}),
+    ("whole-float-id", line("screen", userId=42.0), {"user_id": "42"}),  # as JavaScript's String(42.0)
+    ("exponent-id", line("screen", userId=1e3), {"user_id": "1000"}),
     # A placeholder messageId is shared by unrelated events: the line's hash stands in, as for none.
     ("messageid-undefined", line(messageId="undefined"), {"message_id": HASHED}),
     ("messageid-null-padded", line(messageId=" NULL "), {"message_id": HASHED}),

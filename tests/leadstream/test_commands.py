@@ -43,9 +43,14 @@ def test_cut_lines_are_per_process(flags: dict, expected: int) -> None:
         (["--shards", "5000"], "--shards must be a whole number from 1 to 256"),
         (["--webhook", "notaurl"], "--webhook notaurl: expected an http:// or https:// URL with a host"),
         (["--webhook", "ftp://x/hook"], "--webhook ftp://x/hook: expected an http:// or https:// URL"),
+        (["--webhook", "http://127.0.0.1:99999/"], "--webhook http://127.0.0.1:99999/: the port is out of range"),
+        (["--webhook", "http://h/", "--webhook-backoff", "nan"], "--webhook-backoff must be a number of seconds, 0 or more"),
+        (["--webhook", "http://h/", "--webhook-backoff", "-1"], "--webhook-backoff must be a number of seconds, 0 or more"),
+        (["--warehouse", "/proc/w.duckdb"], "--warehouse /proc/w.duckdb: cannot write in /proc"),
     ],
     ids=["workers", "processes", "cut-every", "snapshot-zero", "snapshot-negative", "snapshot-nan", "epoch-zero",
-         "epoch-inf", "process-id-alone", "shards-zero", "shards-too-many", "webhook-not-a-url", "webhook-ftp"],
+         "epoch-inf", "process-id-alone", "shards-zero", "shards-too-many", "webhook-not-a-url", "webhook-ftp",
+         "webhook-port", "backoff-nan", "backoff-negative", "warehouse-unwritable"],
 )
 def test_run_refuses_flag_mistakes_before_it_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
                                                     message: str) -> None:
@@ -94,7 +99,8 @@ def test_run_says_which_files_of_a_directory_it_does_not_read(tmp_path: Path, ca
 @pytest.mark.parametrize(
     ("setup", "flags", "message"),
     [
-        ("dir", ["--warehouse", "{tmp}/taken"], "--warehouse {tmp}/taken: is a directory; name a file in it"),
+        ("dir", ["--warehouse", "{tmp}/taken"], "--warehouse {tmp}/taken: is a directory; name a file in it, such as "
+                                                "{tmp}/taken/warehouse.duckdb"),
         ("dir", ["--triggers", "{tmp}/taken"], "--triggers {tmp}/taken: is a directory"),
         ("file", ["--warehouse", "{tmp}/taken/w.duckdb"], "--warehouse {tmp}/taken/w.duckdb: a part of {tmp}/taken is "
                                                            "a file, not a folder"),

@@ -182,6 +182,8 @@ def test_cli_refuses_bad_options_before_touching_the_output(tmp_path: Path, caps
     assert out.read_text() == "an earlier stream\n"
     assert main(["generate", "--events", "5", "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+    assert main(["generate", "--events", "5", "--out", str(out / "x.jsonl")]) == 2
+    assert f"--out {out / 'x.jsonl'}: cannot create {out}" in capsys.readouterr().err
     assert main(["generate", "--events", "5", "--out", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 5 and not list(tmp_path.glob(".*.tmp"))
 
