@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import orjson
+
 from .contact import ContactState
 from .dedupe import Deduper
 from .engine import Engine
@@ -25,6 +27,13 @@ class Late(NamedTuple):
 
     event: Event
     at: int
+
+
+def _content_order(item: Event | Late) -> tuple[str, bytes, bool]:
+    """A total order of records that share a time and a messageId: by device, then content."""
+    e: Event = item.event if type(item) is Late else item  # type: ignore[union-attr,assignment]
+    content = orjson.dumps(e.to_segment(), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return (e.device_id, content, type(item) is Late)
 
 
 # Named fields, not __dict__, which classes compiled by mypyc do not have; a dict is
@@ -93,6 +102,18 @@ class IdentityShard:
     # ------------------------------------------------------------ one event
 
     def _apply(self, engine: Engine, item: Event | Late, out: ShardOutput) -> None:
+        e: Event = item.event if type(item) is Late else item  # type: ignore[union-attr,assignment]
+        ties = self.buffer.take_ties(item.at if type(item) is Late else e.ts, e.message_id, EVENT)  # type: ignore[union-attr]
+        if not ties:
+            self._apply_one(engine, item, out)
+            return
+        # Records of one time and messageId (copies of an event that differ, or one id shared by
+        # devices): the buffer kept them in arrival order, so they are applied in an order of
+        # what they hold instead, and of copies from one device the first in it is the event.
+        for one in sorted([item, *ties], key=_content_order):
+            self._apply_one(engine, one, out)
+
+    def _apply_one(self, engine: Engine, item: Event | Late, out: ShardOutput) -> None:
         # Records sent on sort by where the event was applied: a late one by its place, not its time.
         e: Event
         if type(item) is Late:

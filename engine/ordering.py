@@ -74,6 +74,28 @@ class ReorderBuffer:
         self._sorted[pos] = _HANDED_OUT
         return entry[4]
 
+    def take_ties(self, ts: int, message_id: str, rank: int) -> list[Any]:
+        """Remove and return the items right after the one just popped that share its key (ts, message_id, rank).
+
+        Only the arrival number told them apart, so their owner orders them by what they hold.
+        """
+        sorted_, pos = self._sorted, self._pos
+        if pos >= len(sorted_):
+            return []
+        entry = sorted_[pos]
+        if entry[0] != ts or entry[1] != message_id or entry[2] != rank:
+            return []  # the usual case: one comparison
+        ties = []
+        while pos < len(sorted_):
+            entry = sorted_[pos]
+            if entry[0] != ts or entry[1] != message_id or entry[2] != rank:
+                break
+            ties.append(entry[4])
+            sorted_[pos] = _HANDED_OUT
+            pos += 1
+        self._pos = pos
+        return ties
+
     def oldest(self) -> int | None:
         """The event time of the oldest buffered item, if any."""
         if self._new:

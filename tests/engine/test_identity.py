@@ -134,3 +134,27 @@ def test_a_message_id_shared_by_two_devices_is_two_events_whatever_the_shards(sh
     applied, counts = _applied_copies(events, shards)
     assert applied == [("shared", f"d{n}", T0 + n) for n in range(6)]
     assert counts == {"accepted": 6, "duplicates": 1}
+
+
+def test_of_two_differing_copies_of_one_time_the_winner_does_not_depend_on_arrival() -> None:
+    """Copies with the same time and messageId but other contents: the buffer kept them by arrival,
+    so they are ordered by content, and the same one is applied whichever came first."""
+    first, other = page("m1", "d1", T0, "/pricing"), page("m1", "d1", T0, "/blog")
+    outcomes = []
+    for order in ([first, other], [other, first]):
+        engine = Engine(CONFIG)
+        shard = IdentityShard(0, CONFIG.settings.dedupe_window_ms)
+        out = ShardOutput()
+        shard.receive(engine, order, out, NEVER)
+        shard.advance(engine, T0 + 60 * MINUTE, out)
+        assert out.counts == {"accepted": 1, "duplicates": 1}
+        outcomes.append([e.properties for _, e in out.applied])
+    assert outcomes[0] == outcomes[1] == [{"path": "/blog"}]  # "/blog" sorts before "/pricing"
+
+
+def test_one_message_id_of_one_time_on_two_devices_is_applied_in_device_order() -> None:
+    """Two devices' events that share a time and messageId are both applied, in the same order either way."""
+    a, b = page("m1", "d2", T0), page("m1", "d1", T0)
+    for order in ([a, b], [b, a]):
+        applied, counts = _applied_copies(order)
+        assert applied == [("m1", "d1", T0), ("m1", "d2", T0)] and counts == {"accepted": 2}

@@ -90,3 +90,18 @@ def test_a_handed_out_item_is_no_longer_held() -> None:
     buf.push(5, "m-5", 0, _Item())  # the next merge drops what was handed out
     assert [e[0] for e in buf.entries()] == [1, 2, 5]
     assert len(buf) == 3
+
+
+def test_take_ties_hands_out_the_items_that_share_the_popped_key() -> None:
+    """After a pop, the items of the same (time, messageId, rank) come out together; the next key stays."""
+    buffer = ReorderBuffer()
+    for ts, mid, rank, item in [(5, "m", 1, "b"), (5, "m", 1, "a"), (5, "m", 2, "other rank"), (5, "n", 1, "next"),
+                                (5, "m", 1, "c")]:
+        buffer.push(ts, mid, rank, item)
+    buffer.advance_to(10)
+    assert buffer.oldest() == 5
+    assert buffer.pop_ready() == "b"  # arrival order among ties
+    assert buffer.take_ties(5, "m", 1) == ["a", "c"]
+    assert buffer.take_ties(5, "m", 1) == []
+    assert _drain(buffer, 10) == ["other rank", "next"]
+    assert buffer.take_ties(5, "n", 1) == [] and len(buffer) == 0
