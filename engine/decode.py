@@ -52,6 +52,9 @@ JUNK_IDS: Final = frozenset(
         "userid",
         "email",
         "not_authenticated",
+        "-",
+        "(null)",
+        "<nil>",
     }
 )
 
