@@ -24,9 +24,12 @@ $(STAMP): pyproject.toml
 # sources' digests themselves, so a stale build is never used, only slower to replace.
 native: $(NATIVE)
 
+# The stamp takes the time the build started: a source edited while it ran is newer, and the
+# next make builds again (a stamp touched at the end hid such an edit, and runs went pure Python).
 $(NATIVE): $(STAMP) $(wildcard engine/*.py flows/*.py) leadstream/native.py
+	@mkdir -p .native && touch $(NATIVE).start
 	@$(VENV)/bin/leadstream native build
-	@mkdir -p .native && touch $(NATIVE)
+	@mv $(NATIVE).start $(NATIVE)
 
 test: $(NATIVE)
 	$(PY) -m pytest -q
