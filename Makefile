@@ -27,9 +27,9 @@ native: $(NATIVE)
 # The stamp takes the time the build started: a source edited while it ran is newer, and the
 # next make builds again (a stamp touched at the end hid such an edit, and runs went pure Python).
 $(NATIVE): $(STAMP) $(wildcard engine/*.py flows/*.py) leadstream/native.py
-	@mkdir -p .native && touch $(NATIVE).start
+	@touch $(VENV)/.native-started
 	@$(VENV)/bin/leadstream native build
-	@mv $(NATIVE).start $(NATIVE)
+	@mkdir -p .native && mv $(VENV)/.native-started $(NATIVE)
 
 test: $(NATIVE)
 	$(PY) -m pytest -q
