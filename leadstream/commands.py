@@ -179,7 +179,8 @@ def _outputs_apart_from_inputs(args: argparse.Namespace, outputs: dict[Path, str
 
 
 def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = True) -> tuple[Path, Any, Any]:
-    """Check the three outputs; a fresh run (``clean``, not resuming) drops an earlier run's parts."""
+    """Check the three outputs before anything is read; a fresh run (``clean``, not resuming) starts its line
+    files empty and leaves an earlier run's parts to the writer's grace period."""
     from flows.kafka import is_kafka_url, parse_kafka_url
 
     warehouse = Path(args.warehouse)

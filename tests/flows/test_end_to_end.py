@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -178,6 +179,16 @@ def test_a_deeply_nested_line_is_dead_lettered_and_the_run_goes_on(tmp_path: Pat
     assert all(d["detail"] == "nested 301 levels deep (at most 64)" for d in dead)
 
 
+def _run_lines(tmp_path: Path, lines: list[dict[str, Any]]) -> Any:
+    """Run ``lines`` (messageIds added by position) into tmp_path/out; the warehouse, open read-only."""
+    import duckdb
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(dict(x, messageId=f"m{i}")) + b"\n" for i, x in enumerate(lines)))
+    run_into(tmp_path / "out", [path])
+    return duckdb.connect(str(tmp_path / "out" / "warehouse.duckdb"), read_only=True)
+
+
 def test_an_anonymous_id_equal_to_the_user_id_is_one_contact_in_the_warehouse(tmp_path: Path) -> None:
     """A tracker sending the userId as anonymousId too: one known row, with the anonymous history
     (before, the anonymous profile's row stood in for the known contact, without its e-mail)."""
@@ -187,12 +198,7 @@ def test_an_anonymous_id_equal_to_the_user_id_is_one_contact_in_the_warehouse(tm
          "timestamp": "2026-01-05T08:00:02Z"},
         {"type": "track", "userId": "user-42", "event": "Form Submitted", "timestamp": "2026-01-05T08:00:03Z"},
     ]
-    path = tmp_path / "events.jsonl"
-    path.write_bytes(b"".join(orjson.dumps(dict(x, messageId=f"s{i}")) + b"\n" for i, x in enumerate(lines)))
-    run_into(tmp_path / "out", [path])
-    import duckdb
-
-    con = duckdb.connect(str(tmp_path / "out" / "warehouse.duckdb"), read_only=True)
+    con = _run_lines(tmp_path, lines)
     try:
         rows = con.execute("SELECT contact_id, user_id, email, anonymous_ids, events FROM contacts").fetchall()
         assert rows == [("user-42", "user-42", "u42@example.com", ["user-42"], 3)]
@@ -214,12 +220,7 @@ def test_a_known_contact_whose_id_was_another_persons_device_stays_in_the_wareho
     ]
     if order == "known_first":
         lines = [dict(lines[2], timestamp="2026-01-05T08:00:00Z"), *lines[:2]]
-    path = tmp_path / "events.jsonl"
-    path.write_bytes(b"".join(orjson.dumps(dict(x, messageId=f"c{i}")) + b"\n" for i, x in enumerate(lines)))
-    run_into(tmp_path / "out", [path])
-    import duckdb
-
-    con = duckdb.connect(str(tmp_path / "out" / "warehouse.duckdb"), read_only=True)
+    con = _run_lines(tmp_path, lines)
     try:
         rows = con.execute("SELECT contact_id, user_id, email FROM contacts ORDER BY 1").fetchall()
         assert rows == [("x1", "x1", "x1@example.com"), ("x2", "x2", "x2@example.com")]
