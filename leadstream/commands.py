@@ -210,7 +210,8 @@ def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = Tru
             raise UsageError(f"{flag} {path}: a part of {path.parent} is a file, not a folder") from None
         except OSError as ex:
             raise UsageError(f"{flag} {path}: cannot create {path.parent} ({ex.strerror})") from None
-        probe = path.parent / f".{path.name}.probe"
+        # Named by process: a cluster's processes check the same outputs at once.
+        probe = path.parent / f".{path.name}.{os.getpid()}.probe"
         try:
             probe.touch()  # what can be written, not what the permission bits say (/proc, read-only mounts)
             probe.unlink()
@@ -446,6 +447,25 @@ def _die_with_parent() -> None:
         pass
 
 
+def wait_for_cluster(procs: list[Any]) -> list[tuple[int, int]]:
+    """Wait for a cluster's processes; the first that fails ends the others. Return (index, exit status) of failures."""
+    failed: list[tuple[int, int]] = []
+    # Every process polled each time: any() stopped at the first one still running, so a
+    # later one that had failed went unseen while the first waited for it, for ever.
+    while None in [p.poll() for p in procs]:
+        failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
+        if failed:
+            # One process died: the cluster cannot go on. Stop the others by PID.
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+            break
+        time.sleep(0.02)  # how soon the summary follows the last process
+    for p in procs:
+        p.wait()
+    return failed or [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+
+
 def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...]) -> dict[str, Any]:
     """--processes N: start N processes of one Bytewax cluster on loopback, wait, then summarise.
 
@@ -487,20 +507,8 @@ def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...
 
     _STOPPED_BY.clear()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    failed: list[tuple[int, int]] = []
     try:
-        while any(p.poll() is None for p in procs):
-            failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
-            if failed:
-                # One process died: the cluster cannot go on. Stop the others by PID.
-                for p in procs:
-                    if p.poll() is None:
-                        p.kill()
-                break
-            time.sleep(0.02)  # how soon the summary follows the last process
-        for p in procs:
-            p.wait()
-        failed = failed or [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+        failed = wait_for_cluster(procs)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -72,3 +72,23 @@ def test_without_proc_tables_nothing_is_waited_for(free_port: tuple[socket.socke
     missing = (tmp_path / "tcp", tmp_path / "tcp6")
     assert listening_ports(missing) is None
     assert wait_for_peers([f"127.0.0.1:{port}", "127.0.0.1:1"], 1, wait_s=5.0, tables=missing) < 0.1
+
+
+def test_a_cluster_process_that_fails_ends_the_others_whichever_it_is() -> None:
+    """The second of two processes fails while the first waits (for it, in a real cluster): the wait ends at once
+    with the failure, where checking the processes in order never looked past the first, still running."""
+    import subprocess
+    import sys
+    import time
+
+    from leadstream.commands import wait_for_cluster
+
+    waiting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(2)"])
+    started = time.monotonic()
+    try:
+        failed = wait_for_cluster([waiting, failing])
+    finally:
+        waiting.kill()
+    assert failed == [(1, 2)]
+    assert time.monotonic() - started < 20 and waiting.returncode is not None
