@@ -31,7 +31,7 @@ import orjson
 from .contact import ContactState
 from .errors import Problems, did_you_mean
 from .events import Event
-from .timeutil import parse_duration_ms
+
 
 OPS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains", "starts_with", "ends_with", "exists", "matches")
 COUNT_OPS = ("eq", "ne", "lt", "le", "gt", "ge")
@@ -603,15 +603,8 @@ def _compile_count(node: dict[str, Any], path: str, ctx: CompileContext) -> Comp
     if not ctx.allow_state:
         p.add(path, "a count window reads contact state; it cannot be nested in another count")
         return None
-    try:
-        within = parse_duration_ms(node.get("within"))
-    except ValueError as ex:
-        p.add(f"{path}.within", str(ex))
-        within = None
-    if within is not None and within <= 0:
-        p.add(f"{path}.within", f"expected a positive duration like '7d' (a window of no time counts nothing), "
-              f"got {node.get('within')!r}")
-        within = None
+    within = p.duration(node.get("within"), f"{path}.within", positive=True,
+                        example="'7d' (a window of no time counts nothing)")
     op, value = node.get("op"), node.get("value")
     if op not in COUNT_OPS:
         p.add(f"{path}.op", f"unknown count operator {op!r} (expected one of {', '.join(COUNT_OPS)})")

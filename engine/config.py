@@ -22,7 +22,7 @@ from .conditions import CompileContext, Compiled, WindowSpec, compile_inline
 from .decay import Decay
 from .workflows import Workflow, compile_workflows
 from .errors import ConfigError, Problems, did_you_mean
-from .timeutil import parse_duration_ms, parse_iso_ms
+from .timeutil import parse_iso_ms
 
 # Each shard of each stage keeps its own stores and buffers: thousands took minutes and
 # gigabytes to start on a small input. A shard is the unit of parallelism, and 256 is
@@ -361,7 +361,7 @@ def _settings(body: dict[str, Any], p: Problems) -> Settings:
         if key in body:
             # No lateness is a choice (every event out of order is late); no visit timeout
             # or dedupe window is not.
-            ms = _duration(body[key], f"settings.{key}", p, positive=key != "allowed_lateness")
+            ms = p.duration(body[key], f"settings.{key}", positive=key != "allowed_lateness")
             if ms is not None:
                 out[attr] = ms
     if "visit_events" in body:
@@ -437,7 +437,7 @@ def _decay(body: Any, path: str, p: Problems) -> Decay | None:
     out: dict[str, Any] = {}
     for key, attr in (("half_life", "half_life_ms"), ("inactive_after", "inactive_after_ms")):
         if key in body:
-            ms = _duration(body[key], f"{path}.{key}", p, positive=True)
+            ms = p.duration(body[key], f"{path}.{key}", positive=True)
             if ms is None:
                 return None  # said above; "expected half_life and/or inactive_after" would mislead
             out[attr] = ms
@@ -468,7 +468,7 @@ def _cap(body: Any, path: str, p: Problems) -> tuple[int | None, int | None]:
         return None, None
     period = None
     if "per" in body:
-        period = _duration(body["per"], f"{path}.per", p, positive=True)
+        period = p.duration(body["per"], f"{path}.per", positive=True)
     return cap_max, period
 
 
@@ -554,19 +554,6 @@ def _since(body: dict[str, Any], path: str, p: Problems) -> int | None:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _duration(value: Any, path: str, p: Problems, positive: bool = False) -> int | None:
-    """A duration setting in ms, or None after reporting why it is not one."""
-    try:
-        ms = parse_duration_ms(value)
-    except ValueError as ex:
-        p.add(path, str(ex))
-        return None
-    if positive and ms <= 0:
-        p.add(path, f"expected a positive duration like '30m' or '7d', got {value!r}")
-        return None
-    return ms
 
 
 def _unknown_keys(body: Any, allowed: tuple[str, ...], path: str, p: Problems) -> None:

@@ -28,7 +28,7 @@ import orjson
 from .actions import ActionSpec, compile_actions
 from .conditions import MISSING, CompileContext, Compiled, _event_getter, compile_condition
 from .errors import Problems, did_you_mean
-from .timeutil import parse_duration_ms
+
 
 ENTRY_POLICIES = ("once", "every_time", "if_not_active", "restart")
 _PLACEHOLDER = re.compile(r"\{(event\.[a-zA-Z_][\w.]*)\}")
@@ -185,14 +185,7 @@ class _Compiler:
         return compile_condition(node, path, self.ctx(allow_event=allow_event))
 
     def duration(self, value: Any, path: str) -> int:
-        try:
-            ms = parse_duration_ms(value)
-        except ValueError as ex:
-            self.p.add(path, str(ex))
-            return 0
-        if ms <= 0:
-            self.p.add(path, "expected a duration above zero")
-        return ms
+        return self.p.duration(value, path, positive=True) or 0
 
     def block(self, steps: Any, path: str, program: list[Step]) -> None:
         if not isinstance(steps, list) or not steps:
