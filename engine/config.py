@@ -28,7 +28,9 @@ from .timeutil import parse_iso_ms
 # gigabytes to start on a small input. A shard is the unit of parallelism, and 256 is
 # more workers than one Bytewax cluster runs here.
 MAX_SHARDS: Final = 256
-DEFAULT_STAGES = (("awareness", 0), ("interest", 11), ("marketing_qualified", 30), ("sales_ready", 40))
+# Floats, as the bands a config gives are: compiled code turns the ints into floats, and
+# a compiled and a pure run wrote `40.0` and `40` into the same trigger.
+DEFAULT_STAGES = (("awareness", 0.0), ("interest", 11.0), ("marketing_qualified", 30.0), ("sales_ready", 40.0))
 DEFAULT_GRADE_BANDS = (("A", 80.0), ("B", 60.0), ("C", 40.0), ("D", 20.0), ("E", 10.0))
 GRADES = ("A", "B", "C", "D", "E", "F")
 TOP_LEVEL = (

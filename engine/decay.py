@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
+
+# How far past a threshold a decaying score is taken to have crossed it: the resolution
+# that settled scores are rounded to (9 decimals).
+PAST: Final = 1e-9
 
 
 @dataclass(frozen=True)
@@ -45,14 +50,25 @@ class Decay:
         """The first instant after ``now`` at which the half-life carries ``value`` past a threshold.
 
         Decay moves a score towards zero, so only thresholds between zero and the value
-        can be crossed. The instant is rounded up, so at it the value is past the threshold.
+        can be crossed, the value's own included: a score of exactly 40 (whole points that
+        sum to a band's minimum) leaves the band at the next instant. The instant aims
+        ``PAST`` beyond the threshold and is rounded up, so that the value settled and
+        rounded there (see ``settle``) is past the threshold: aimed at the threshold
+        itself, a long half-life rounded back onto it and the crossing never came.
         """
         if not self.half_life_ms or not value:
             return None
         best = None
         for m in thresholds:
-            if m != 0 and (0 < m < value or value < m < 0):
-                t = now + self.half_life_ms * math.log2(value / m)
-                due = max(now + 1, math.floor(t) + 1)
-                best = due if best is None else min(best, due)
+            if 0 < m <= value:
+                target = m - PAST
+            elif value <= m < 0:
+                target = m + PAST
+            else:
+                continue
+            if target == 0 or (target > 0) != (m > 0):
+                continue  # a threshold within PAST of zero: decay never gets past it
+            t = now + self.half_life_ms * math.log2(value / target)
+            due = max(now + 1, math.floor(t) + 1)
+            best = due if best is None else min(best, due)
         return best

@@ -584,14 +584,20 @@ class Engine:
         if self._windows:
             self._schedule_windows(c, now, read, late)
 
-    def _exit_due(self, c: ContactState, now: int) -> bool:
-        """True when a wake-up would end one of the contact's workflow runs by its exit condition."""
+    def _run_moves_at_wakeup(self, c: ContactState, now: int) -> bool:
+        """True when a wake-up would move one of the contact's workflow runs: its exit condition
+        or the condition its wait_until step awaits holds."""
         checks = self._exit_checks
         runs: dict[str, Run] = c.runs
         for run in runs.values():
             check = checks.get(run.workflow)
             if check is not None and check(c, None, now):
                 return True
+            wf = self._workflows.get(run.workflow)
+            if wf is not None and run.pc < len(wf.program):
+                step = wf.program[run.pc]
+                if step.kind == WAIT_UNTIL and step.condition is not None and step.condition.fn(c, None, now):
+                    return True
         return False
 
     def _schedule_windows(self, c: ContactState, now: int, read: bool, late: bool) -> None:
@@ -608,9 +614,9 @@ class Engine:
           instant, with newer stamps left out), or after a wake-up that an event or another
           timer of the same instant overtook. The next wake-up that reads every window
           (one at an expiry, or a merge) catches up;
-        - while a workflow run's exit condition holds: it is checked at every wake-up, and
-          the run ends at the first one (it holds when the run started with it holding, or
-          reads an event field as missing);
+        - while a workflow run's exit condition, or the condition its wait_until step
+          awaits, holds: both are checked at every wake-up, and the run moves at the first
+          one (it holds when the run started with it holding, or reads an event field as missing);
         - with a half-life decay: every wake-up settles and rounds the score.
         ``read``: this call evaluated every window's conditions at ``now``.
         """
@@ -620,7 +626,7 @@ class Engine:
         if not c.windows:
             return  # nothing counted: no wake-up, and no exit conditions to check for one
         behind = late or (not read and (lagging is not None or (settled is not None and settled <= now)))
-        exact = not behind and self._edges_exact and not self._exit_due(c, now)
+        exact = not behind and self._edges_exact and not self._run_moves_at_wakeup(c, now)
         due = None
         for w in self._windows:
             stamps = c.windows.get(w.id)
@@ -652,17 +658,20 @@ class Engine:
                 if wf is None or (wf.exit_when is not None and wf.exit_when.fn(c, event, now)):
                     self._end_run(c, run)
                     continue
-                if event is None or run.pc >= len(wf.program):
+                if run.pc >= len(wf.program):
                     continue
                 step = wf.program[run.pc]
                 if step.condition is None:
                     continue  # a plain wait: only its timer moves it on
+                # A wait_until is checked like exit_when, at every event and every wake-up:
+                # what it waits for may be state that a timer changes (a score decaying out
+                # of a segment), and the wait must end then, not at the next event or its timeout.
                 if step.kind == WAIT_UNTIL and step.condition.fn(c, event, now):
                     run.pc += 1
                     run.since, run.due = now, None
                     c.timers.pop(run.key, None)
                     self._execute(c, wf, run, now, event, triggers)
-                elif step.kind == WAIT and step.condition.fn(c, event, now):
+                elif event is not None and step.kind == WAIT and step.condition.fn(c, event, now):
                     run.since, run.due = now, now + step.duration_ms
                     c.timers[run.key] = run.due
         entering: list[Workflow] = []
@@ -754,6 +763,11 @@ class Engine:
                     for slot, spec in enumerate(step.actions):
                         out.append(make_trigger(spec.action, wf.rule_id, f"{run.pc}.{slot}", c, now, run.run_id,
                                                 fill(spec.params, run.vars), reason))
+                run.pc += 1
+                run.since = now
+            elif step.kind == WAIT_UNTIL and step.condition is not None and step.condition.fn(c, None, now):
+                # What it waits for already holds: the run goes on at once. Only the contact's
+                # state can hold here; an awaited event is one that comes after this step.
                 run.pc += 1
                 run.since = now
             elif step.kind in (WAIT, WAIT_UNTIL):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.decay import Decay
+from engine.decay import PAST, Decay
 
 DAY = 86_400_000
 
@@ -43,3 +43,36 @@ def test_settle_equals_rounding_every_value(decay: Decay, value: float, gap: int
     want = _reference(decay, value, at, now, last, steps)
     assert got == want
     assert str(got[0]) == str(want[0])  # -0.0 stays -0.0, 0.30000000000000004 becomes 0.3
+
+
+YEAR = 365 * DAY
+
+
+@pytest.mark.parametrize("half_life", [DAY, 30 * DAY, 10 * YEAR, 100 * YEAR], ids=["1d", "30d", "10y", "100y"])
+@pytest.mark.parametrize(("value", "threshold"), [(20.0, 20.0), (40.0, 40.0), (20.5, 20.0), (45.0, 30.0),
+                                                  (-20.0, -20.0), (-25.0, -10.0), (0.3, 0.1)])
+def test_settled_value_is_past_the_threshold_at_the_crossing(half_life: int, value: float,
+                                                              threshold: float) -> None:
+    """At the crossing the settled score is past the threshold, and one ms before it barely is.
+
+    A score sitting exactly on a band's minimum leaves it at the next instant; aimed at
+    the threshold itself, a long half-life rounded back onto it and no crossing came.
+    """
+    decay = Decay(half_life_ms=half_life)
+    now = 1_700_000_000_000
+    due = decay.crossing(value, now, (threshold,))
+    assert due is not None and due > now
+    after, _ = decay.settle(value, now, due, None, 0)
+    assert abs(after) < abs(threshold)
+    if due > now + 1:
+        before, _ = decay.settle(value, now, due - 1, None, 0)
+        assert abs(before) >= abs(threshold) - PAST  # at most a rounding step early
+    # Settled there, the score is past the threshold: no crossing of it is scheduled again.
+    assert decay.crossing(after, due, (threshold,)) is None
+
+
+@pytest.mark.parametrize(("value", "thresholds"), [(10.0, (20.0,)), (10.0, (-5.0,)), (-10.0, (5.0,)),
+                                                   (10.0, (0.0,)), (0.0, (1.0,))])
+def test_no_crossing_for_thresholds_decay_cannot_reach(value: float, thresholds: tuple[float, ...]) -> None:
+    """A threshold beyond the value, on the other side of zero, or zero itself is never crossed."""
+    assert Decay(half_life_ms=DAY).crossing(value, 0, thresholds) is None

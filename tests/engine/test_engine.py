@@ -12,11 +12,12 @@ import io
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from benchmarks.manyrules import many_rules_toml
 from engine import engine as engine_module
-from engine.config import load_config
+from engine.config import load_config, parse_config
 from engine.decode import decode_line
 from engine.events import Event
 from engine.pipeline import run_events
@@ -228,3 +229,19 @@ def test_most_window_wake_ups_are_skipped_with_the_example_config() -> None:
     assert len(viewed) > 50
     assert len(waiting) < len(viewed) / 2
     assert all(len(c.windows[window.id]) >= 3 for c in waiting)  # only a count of 3 can fall past the edge
+
+
+def test_default_stage_bands_write_the_same_trigger_compiled_or_not() -> None:
+    """Without a [stages] table the bands are floats, as a config's are: `40.0` in the trigger either way.
+
+    Compiled code stored the default bands' ints as floats and pure code kept them, so the
+    same run wrote `"band_min":40.0` or `"band_min":40` depending on the build.
+    """
+    config = parse_config('[scoring.default]\n[[scoring.default.rules]]\nname = "form"\npoints = 45\n'
+                          'all = [{ field = "event.name", op = "eq", value = "Form" }]\n', "cfg.toml")
+    line = b'{"type":"track","event":"Form","userId":"u1","timestamp":"2026-01-05T08:00:00Z","messageId":"m1"}'
+    event = decode_line(line)
+    assert isinstance(event, Event)
+    (trigger,) = run_events(config, [event]).triggers
+    # Compared as JSON text: 40 == 40.0 in Python, and the difference is in the file.
+    assert orjson.dumps(trigger.to_dict()["reason"]) == b'{"profile":"default","score":45.0,"band_min":40.0,"cause":"m1"}'
