@@ -3,7 +3,8 @@
 Events of the standard workload are re-stamped with the wall clock as they are appended
 (a live stream's timestamps are "now"), each with a fresh messageId, at a fixed rate.
 A watcher tails the triggers file; a trigger's `reason.cause` names the messageId that
-caused it (a merge's cause is `<messageId>/merge`), so latency = time the trigger line
+caused it (`<messageId>@<device>` for a device linked to a known contact, and a derived
+trigger's `<messageId>/<pass>`), so latency = time the trigger line
 was seen - time its event was appended and flushed. Triggers that a workflow timer fires
 later (their event_time is after the event's, e.g. "wait 30s") are measured separately,
 from their due time. Watermarks hold every event for the
@@ -88,7 +89,7 @@ class _Watcher(threading.Thread):
                             due_ms = parse_iso_ms(trig.get("event_time"))
                         except (orjson.JSONDecodeError, AttributeError, ValueError, TypeError):
                             cause, due_ms = None, None
-                        hit = self.appended.get(str(cause).split("/")[0]) if cause else None
+                        hit = self.appended.get(str(cause).split("/")[0].split("@")[0]) if cause else None
                         if hit is None:
                             self.unmatched += 1
                             continue

@@ -42,8 +42,8 @@ class ContactShard:
     def advance(self, engine: Engine, watermark: int, out: ShardOutput) -> None:
         """Apply buffered records and fire timers up to the watermark, in event-time order.
 
-        Records go in (time, messageId, merge-first) order; at equal times records go
-        before timers, as in the identity stage.
+        Records go in (time, messageId, merge-first) order (a merge carries its event, so it
+        is one record); at equal times records go before timers, as in the identity stage.
         """
         def fire(contact: ContactState, key: str, due: int) -> None:
             out.triggers.extend(engine.on_timer(contact, key, due))
@@ -55,16 +55,19 @@ class ContactShard:
         contact = self.contacts.get(r.contact_id)
         if contact is None:
             contact = self.contacts[r.contact_id] = engine.new_contact(r.contact_id, r.contact_id)
+        event = r.event
         if contact.deleted:
-            if r.kind != MERGE:
+            if event is not None:
                 out.count("suppressed")  # erased on request: its events are neither applied nor stored
             return
         if r.kind == MERGE:
+            # A merge carries the event that caused it, applied with it (see Engine.merge_into).
             out.triggers.extend(engine.merge_into(contact, r.profile, r.ts, r.message_id,  # type: ignore[arg-type]
-                                                  r.late or behind))
+                                                  r.late or behind, event))
         else:
-            out.triggers.extend(engine.apply(contact, r.event, r.late or behind))  # type: ignore[arg-type]
-            out.applied.append((r.contact_id, r.event))  # type: ignore[arg-type]
+            out.triggers.extend(engine.apply(contact, event, r.late or behind))  # type: ignore[arg-type]
+        if event is not None:
+            out.applied.append((r.contact_id, event))
         self.changed.add(r.contact_id)
         self.timers.sync(r.contact_id, contact.timers)
 

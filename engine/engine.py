@@ -184,46 +184,61 @@ class Engine:
         """
         if contact.deleted:
             return []
+        return self._apply(contact, event, late, False)
+
+    def merge_into(self, target: ContactState, other: ContactState, now: int, occurrence: str,
+                   late: bool = False, event: Event | None = None) -> list[Trigger]:
+        """Merge ``other`` (an anonymous profile) into ``target`` in place; return the triggers.
+
+        ``event`` is the one that caused the merge (an identify, an alias, an event with both
+        ids): it is applied to the merged contact at once, and the contact is judged once,
+        on its whole history and what the event brings. Judged before the event, a sales
+        alert the merged score set off went out without the e-mail address that the very
+        identify carried. Nothing joins a deleted contact, and a deleted profile brings
+        nothing along.
+        """
+        if target.deleted:
+            return []
+        if other.deleted:
+            return [] if event is None else self._apply(target, event, late, False)
+        # Decaying scores only add up when both are valued at the same instant.
+        self._settle(target, now, set())
+        other = other.copy()
+        self._settle(other, now, set())
+        target += other
+        if event is not None:
+            return self._apply(target, event, late, True)
+        # A merge recorded without its event (a recovery snapshot of an earlier version).
+        triggers: list[Trigger] = []
+        occ = f"{occurrence}/merge"
+        self._derive(target, now, occ, EVERYTHING, None, triggers)
+        self._workflows_after(target, now, None, occ, triggers)
+        self._schedule(target, now, True, late)
+        return triggers
+
+    def _apply(self, contact: ContactState, event: Event, late: bool, merged: bool) -> list[Trigger]:
         now = event.ts
+        occ = event.occurrence(contact.contact_id)
         if event.type == "track" and event.name == self.config.privacy.deletion_event:
             # Made before forgetting: actioners find the person by the e-mail address and the
             # devices it had (an e-mail tool knows no userId). The warehouse keeps neither.
-            erased = make_trigger("contact_deleted", "privacy", "0", contact, now, event.message_id,
+            erased = make_trigger("contact_deleted", "privacy", "0", contact, now, occ,
                                   params={"anonymous_ids": sorted(contact.anonymous_ids)},
-                                  reason={"cause": event.message_id, "event": event.name})
+                                  reason={"cause": occ, "event": event.name})
             contact.forget(now)
             return [erased]
         dirty: set[str] = set()
-        fresh = contact.events == 0
+        # After a merge every piece of state may have changed, as for a contact's first event.
+        fresh = merged or contact.events == 0
         self._settle(contact, now, dirty)
         self._bookkeep(contact, event, dirty)
         self._count_windows(contact, event, dirty)
         self._score(contact, event, dirty)
         read = fresh or self._window_deps <= dirty
         triggers: list[Trigger] = []
-        self._derive(contact, now, event.message_id, EVERYTHING if fresh else dirty, event, triggers)
-        self._workflows_after(contact, now, event, event.message_id, triggers)
+        self._derive(contact, now, occ, EVERYTHING if fresh else dirty, event, triggers)
+        self._workflows_after(contact, now, event, occ, triggers)
         self._schedule(contact, now, read, late)
-        return triggers
-
-    def merge_into(self, target: ContactState, other: ContactState, now: int, occurrence: str,
-                   late: bool = False) -> list[Trigger]:
-        """Merge ``other`` (an anonymous profile) into ``target`` in place; return the triggers.
-
-        Nothing joins a deleted contact, and a deleted profile brings nothing along.
-        """
-        if target.deleted or other.deleted:
-            return []
-        # Decaying scores only add up when both are valued at the same instant.
-        self._settle(target, now, set())
-        other = other.copy()
-        self._settle(other, now, set())
-        target += other
-        triggers: list[Trigger] = []
-        occ = f"{occurrence}/merge"
-        self._derive(target, now, occ, EVERYTHING, None, triggers)
-        self._workflows_after(target, now, None, occ, triggers)
-        self._schedule(target, now, True, late)
         return triggers
 
     def on_timer(self, contact: ContactState, key: str, due: int) -> list[Trigger]:
@@ -377,7 +392,7 @@ class Engine:
             self._stage(c, now, occ, dirty, triggers)
             self._segments(c, now, occ, dirty, triggers)
             if n == 0 and event is not None:
-                self._completion_actions(c, event, triggers)
+                self._completion_actions(c, event, occ, triggers)
             rules = self.config.automation_rules
             if dirty is None or len(rules) <= _SCAN_UP_TO:
                 for rule in rules:
@@ -491,13 +506,13 @@ class Engine:
             )
         )
 
-    def _completion_actions(self, c: ContactState, e: Event, out: list[Trigger]) -> None:
+    def _completion_actions(self, c: ContactState, e: Event, occ: str, out: list[Trigger]) -> None:
         for test, ca in self._completions.candidates(e):
             if ca.since_ms is not None and e.ts < ca.since_ms:
                 continue  # not retroactive: events before the action existed never fire it
             if test(c, e, e.ts):
-                reason = {"values": explain(ca.condition, c, e, e.ts), "cause": e.message_id}
-                self._emit(c, ca.rule_id, ca.actions, e.ts, e.message_id, reason, out)
+                reason = {"values": explain(ca.condition, c, e, e.ts), "cause": occ}
+                self._emit(c, ca.rule_id, ca.actions, e.ts, occ, reason, out)
 
     def _run_rule(self, c: ContactState, rule: AutomationRule, now: int, occ: str, out: list[Trigger]) -> None:
         rid = rule.rule_id

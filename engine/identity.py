@@ -131,13 +131,13 @@ class IdentityShard:
         user_id = e.user_id
         if e.type == "alias":
             # Decoding holds an alias to a previousId and a userId.
-            self._link(e.previous_id, user_id, e, at, out, late)  # type: ignore[arg-type]
-            self._forward(user_id, e, at, out, late)  # type: ignore[arg-type]
+            merged = self._link(e.previous_id, user_id, e, out)  # type: ignore[arg-type]
+            self._forward(user_id, e, at, out, late, merged)  # type: ignore[arg-type]
         elif user_id is not None:
             # An event without an anonymousId lands in the shard of its userId as a device:
             # an anonymous profile of that very id is this person's (see _link).
-            self._link(e.anonymous_id if e.anonymous_id is not None else user_id, user_id, e, at, out, late)
-            self._forward(user_id, e, at, out, late)
+            merged = self._link(e.anonymous_id if e.anonymous_id is not None else user_id, user_id, e, out)
+            self._forward(user_id, e, at, out, late, merged)
         else:
             device: str = e.anonymous_id  # type: ignore[assignment]  # decoding: no userId means an anonymousId
             link = self.links.get(device)
@@ -155,10 +155,11 @@ class IdentityShard:
             self.changed_profiles.add(device)
             self.timers.sync(device, profile.timers)
 
-    def _link(self, device: str, user_id: str, e: Event, at: int, out: ShardOutput, late: bool) -> None:
+    def _link(self, device: str, user_id: str, e: Event, out: ShardOutput) -> ContactState | None:
+        """Link a device to a known contact; return its anonymous profile when that is to merge into it."""
         current = self.links.get(device)
         if current is not None and current[0] == user_id:
-            return
+            return None
         if device == user_id:
             # A device id that is also the userId (trackers that reuse one id for both):
             # the anonymous profile of that id, if there is one, is the known contact's past.
@@ -167,17 +168,17 @@ class IdentityShard:
             # Without a profile the link is made all the same, so that anonymous events of
             # that id later go to the known contact; it is not a device to list in identities.
             if current is not None:
-                return
+                return None
             self.links[device] = (user_id, e.ts)
             if device not in self.profiles:
-                return
+                return None
             self.changed_links.add(device)
             profile = self.profiles.pop(device)
             self.changed_profiles.discard(device)
-            if not profile.deleted:
-                out.count("merges")
-                out.routed.append(Routed(MERGE, user_id, at, e.message_id, profile=profile, late=late))
-            return
+            if profile.deleted:
+                return None
+            out.count("merges")
+            return profile
         if current is not None:
             out.count("relinks")
         self.links[device] = (user_id, e.ts)
@@ -192,11 +193,15 @@ class IdentityShard:
             self.changed_profiles.discard(device)
             self.removed_profiles[device] = (user_id, e.ts)
             out.count("merges")
-            out.routed.append(Routed(MERGE, user_id, at, e.message_id, profile=profile, late=late))
+            return profile
+        return None
 
     @staticmethod
-    def _forward(contact_id: str, e: Event, at: int, out: ShardOutput, late: bool) -> None:
-        out.routed.append(Routed(EVENT, contact_id, at, e.message_id, event=e, late=late))
+    def _forward(contact_id: str, e: Event, at: int, out: ShardOutput, late: bool,
+                 merged: ContactState | None = None) -> None:
+        """Send an event on to its contact; with the anonymous profile it merges, as one record."""
+        out.routed.append(Routed(EVENT if merged is None else MERGE, contact_id, at, e.message_id, event=e,
+                                 profile=merged, late=late))
 
     # ------------------------------------------------------------ warehouse deltas
 

@@ -11,14 +11,15 @@ from .ids import shard_of
 from .pickling import ByFields
 from .triggers import Trigger
 
-# A merge sorts before the identify that caused it.
+# A merge travels with the event that caused it (see Engine.merge_into). Records of one
+# time and messageId sort merges first, so a profile joins before the contact's other records.
 MERGE: Final = 0
 EVENT: Final = 1
 
 
 @dataclass(slots=True, init=False)
 class Routed(ByFields):
-    """An event for a known contact, or an anonymous profile to merge into one."""
+    """An event for a known contact; a MERGE also carries the anonymous profile it merges into it."""
 
     kind: int  # MERGE or EVENT
     contact_id: str

@@ -12,7 +12,7 @@ from engine.engine import Engine
 from engine.events import Event
 from engine.identity import IdentityShard, Late
 from engine.ordering import NEVER, watermark_for
-from engine.routing import ShardOutput
+from engine.routing import MERGE, ShardOutput
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = load_config(ROOT / "examples" / "marketing.toml")
@@ -57,11 +57,12 @@ def test_late_events_are_placed_just_past_the_watermark(advance_between: bool) -
     assert received.counts == {"late": 2}
     assert received.routed == [] and received.triggers == []  # nothing is applied on arrival
     assert [e.message_id for _, e in applied.applied] == ["m1", "m3", "m2"]
-    # The identify links d1 and merges its profile; both records sort just past the watermark,
-    # while keeping the event's own time for the engine.
-    merge, event = applied.routed
-    assert (merge.ts, event.ts) == (WATERMARK + 1, WATERMARK + 1)
-    assert event.event.ts == T0 + MINUTE + 1 and event.late and merge.late
+    # The identify links d1 and merges its profile: one record with both, which sorts just
+    # past the watermark while keeping the event's own time for the engine.
+    (merge,) = applied.routed
+    assert merge.kind == MERGE and merge.profile is not None and merge.event is not None
+    assert merge.ts == WATERMARK + 1
+    assert merge.event.ts == T0 + MINUTE + 1 and merge.late
     assert shard.links == {"d1": ("u1", T0 + MINUTE + 1)}
 
 
