@@ -86,6 +86,12 @@ class SourceClock:
         """The minimum over all partitions of their own watermark (see the class doc for the end)."""
         if self.complete:
             end = max((self.maxima[p] for p in self.parts if p in self.maxima), default=NEVER)
+            # Idle partitions of a followed input carry the watermark past their newest event,
+            # and the shards with it: the end is never behind a watermark any partition reached.
+            # (It was the newest event, and a stage past it gave its final cut another time
+            # than its downstream stage gave, so the final snapshot never completed.) The
+            # floors come from the ticks alone, so every shard ends at the same time.
+            end = max(end, max(self.floors.values(), default=NEVER))
             resumed_at = self.resumed_at
             return resumed_at + 1 if resumed_at != NEVER and end <= resumed_at else end
         marks = [m for m in (self.own_watermark(p) for p in self.parts) if m is not None]

@@ -12,7 +12,7 @@ from bytewax.dataflow import Dataflow
 
 from engine.config import Config
 
-from .kafka import (KafkaLineSource, dead_letter_messages, is_kafka_url, kafka_sink, parse_kafka_url,
+from .kafka import (KafkaLineSource, dead_letter_messages, is_kafka_url, kafka_sink, message_limit, parse_kafka_url,
                     trigger_messages)
 from .packets import seal
 from .progress import PROGRESS
@@ -99,7 +99,8 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
         # ("dead_letters", JSON lines): batches the webhook gave up on, reason webhook_failed
         dead_lines = op.merge("all_dead_letters", dead_lines, undelivered)
     if is_kafka_url(str(opts.dead_letter)):
-        dead_messages = op.flat_map("dead_letter_messages", dead_lines, dead_letter_messages)
+        limit = message_limit(dict(opts.kafka_config))
+        dead_messages = op.flat_map("dead_letter_messages", dead_lines, lambda item: dead_letter_messages(item, limit))
         # KafkaSinkMessage(key=input partition, value=one dead letter)
         op.output("write_dead_letters", dead_messages, kafka_sink(parse_kafka_url(str(opts.dead_letter)), kconf))
     else:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from engine.decode import too_large_detail
 
@@ -93,16 +94,47 @@ def parse_kafka_url(url: str) -> KafkaAddress:
     return KafkaAddress(brokers, topic)
 
 
+# librdkafka's default message.max.bytes, and what a message's key and framing take beside its value.
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+MESSAGE_OVERHEAD = 1024
+PRODUCER_DEFAULTS = {"linger.ms": "5"}
+
+
 def kafka_config(extra: dict[str, str] | None = None) -> dict[str, str]:
     """librdkafka settings added to every client; ``extra`` (from --kafka-config) wins."""
     return dict(extra or {})
 
 
-def list_kafka_parts(addr: KafkaAddress, config: dict[str, str] | None = None, timeout_s: float = 10.0) -> list[str]:
-    """The input partitions of a topic, ``topic:N`` in partition order; fails if the topic is missing."""
+def check_kafka_config(config: dict[str, str], consumer: bool, producer: bool) -> None:
+    """Create the kinds of client a run will create, without a broker, so that a bad --kafka-config
+    setting is found before anything runs; ValueError quotes librdkafka's reason.
+
+    librdkafka checks its settings when a client is created, and the run's own clients are
+    created inside the flow, where an unknown key or a bad value came out as a Rust panic.
+    """
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    quiet = {"log_level": "0"}  # no warnings about the missing bootstrap.servers
+    try:
+        if consumer:
+            Consumer({"group.id": "leadstream-check", **config, **quiet}).close()
+        if producer:
+            Producer({**PRODUCER_DEFAULTS, **config, **quiet}).flush(0)
+    except KafkaException as ex:
+        err = ex.args[0] if ex.args else ex
+        raise ValueError(f"--kafka-config: {err.str() if hasattr(err, 'str') else err}") from None
+
+
+def _topic(addr: KafkaAddress, config: dict[str, str] | None, timeout_s: float, use: str) -> Any:
+    """A topic's metadata; ValueError when no broker answers or the topic does not exist."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    client = AdminClient({"bootstrap.servers": addr.bootstrap, **kafka_config(config)})
+    try:
+        client = AdminClient({"bootstrap.servers": addr.bootstrap, **kafka_config(config)})
+    except KafkaException as ex:
+        err = ex.args[0] if ex.args else ex
+        raise ValueError(f"--kafka-config: {err.str() if hasattr(err, 'str') else err}") from None
     # All topics, not just this one: asking for one topic by name may auto-create it.
     try:
         meta = client.list_topics(timeout=timeout_s)
@@ -112,8 +144,28 @@ def list_kafka_parts(addr: KafkaAddress, config: dict[str, str] | None = None, t
     if topic is None or topic.error is not None or not topic.partitions:
         why = "no such topic; create it first" if topic is None else (
             topic.error.str() if topic.error is not None else "no partitions")
-        raise ValueError(f"kafka://{addr.bootstrap}/{addr.topic}: cannot read the topic ({why})")
+        raise ValueError(f"kafka://{addr.bootstrap}/{addr.topic}: cannot {use} the topic ({why})")
+    return topic
+
+
+def list_kafka_parts(addr: KafkaAddress, config: dict[str, str] | None = None, timeout_s: float = 10.0) -> list[str]:
+    """The input partitions of a topic, ``topic:N`` in partition order; fails if the topic is missing."""
+    topic = _topic(addr, config, timeout_s, "read")
     return [f"{addr.topic}:{i}" for i in sorted(topic.partitions)]
+
+
+def check_output_topic(addr: KafkaAddress, config: dict[str, str] | None = None, timeout_s: float = 10.0) -> None:
+    """Fail unless a broker answers and the output topic exists.
+
+    Produced towards a broker that never answers, triggers waited in the client until its
+    message timeout (5 minutes) and were then dropped, and the run reported them written.
+    """
+    _topic(addr, config, timeout_s, "write to")
+
+
+def same_topic(a: KafkaAddress, b: KafkaAddress) -> bool:
+    """Whether two addresses name one topic of one cluster (a broker in common and the same name)."""
+    return a.topic == b.topic and bool(set(a.brokers) & set(b.brokers))
 
 
 # After this long without messages a followed partition counts as idle even if the broker's
@@ -245,20 +297,108 @@ def trigger_messages(item: tuple[str, str]) -> list[Any]:
     return out
 
 
-def dead_letter_messages(item: tuple[str, str]) -> list[Any]:
+def message_limit(config: dict[str, str] | None) -> int:
+    """The largest message value the producer takes: its ``message.max.bytes`` less room for the key
+    and the record's framing."""
+    try:
+        limit = int((config or {}).get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
+    except ValueError:
+        limit = DEFAULT_MESSAGE_MAX_BYTES
+    return max(1024, limit - MESSAGE_OVERHEAD)
+
+
+def fit_dead_letter(line: str, limit: int) -> str:
+    """A dead letter's JSON line cut to ``limit`` bytes by shortening its ``raw``, which ``detail`` then says.
+
+    A dead letter keeps up to 1 MiB of its line, and a batch the webhook refused is one
+    dead letter: over the producer's 1 MB default, it stopped the run at every resume.
+    """
+    encoded = line.encode()
+    if len(encoded) <= limit:
+        return line
+    record = orjson.loads(line)
+    raw = str(record.get("raw") or "")
+    detail = str(record.get("detail") or "")
+    keep = len(raw)
+    while True:
+        # Escaping makes a character up to 6 bytes of JSON: cut by what is over, then check.
+        keep = max(0, keep - (len(encoded) - limit) - 64)
+        note = f"; raw keeps only its first {keep} characters, to fit the topic's message size"
+        out = orjson.dumps(dict(record, raw=raw[:keep], detail=detail + note))
+        if len(out) <= limit or keep == 0:
+            return out.decode()
+        encoded = out
+
+
+def dead_letter_messages(item: tuple[str, str], limit: int = DEFAULT_MESSAGE_MAX_BYTES - MESSAGE_OVERHEAD) -> list[Any]:
     """("dead_letters", "line\\nline...") -> one KafkaSinkMessage per dead letter, keyed by input partition."""
     from bytewax.connectors.kafka import KafkaSinkMessage
 
     out = []
     for line in item[1].split("\n"):
         if line:
+            line = fit_dead_letter(line, limit)
             source = str(orjson.loads(line).get("source") or "")
             out.append(KafkaSinkMessage(key=source.rpartition(":")[0].encode() or None, value=line.encode()))
     return out
 
 
-def kafka_sink(addr: KafkaAddress, config: dict[str, str] | None = None) -> Any:
-    """Bytewax's KafkaSink for a topic (at least once: a resumed run repeats the resume epoch)."""
-    from bytewax.connectors.kafka import KafkaSink
+class KafkaDeliveryError(RuntimeError):
+    """Messages the broker did not take (after librdkafka's own retries)."""
 
-    return KafkaSink(list(addr.brokers), addr.topic, add_config={"linger.ms": "5", **kafka_config(config)})
+
+class _CheckedPartition(StatelessSinkPartition[Any]):
+    """Bytewax's Kafka sink partition, and a failed delivery fails the batch that flushed it."""
+
+    def __init__(self, inner: Any, failures: list[Any], url: str) -> None:
+        self.inner, self.failures, self.url = inner, failures, url
+
+    def write_batch(self, items: list[Any]) -> None:
+        """Produce and flush (Bytewax's partition), then raise on any message the broker refused."""
+        self.inner.write_batch(items)
+        self._check()
+
+    def _check(self) -> None:
+        if self.failures:
+            n, first = len(self.failures), self.failures[0]
+            self.failures.clear()
+            raise KafkaDeliveryError(f"{self.url}: {n} message(s) not delivered ({first}); the output misses them. "
+                                     "Fix the broker or topic, then run the same command again (with --recovery DIR "
+                                     "it resumes from the last snapshot and sends them again)")
+
+    def close(self) -> None:
+        """Flush what is left, then raise on any message the broker refused."""
+        self.inner.close()
+        self._check()
+
+
+class CheckedKafkaSink(DynamicSink[Any]):
+    """Bytewax's KafkaSink, with delivery reports checked.
+
+    Bytewax's own sink flushes after every batch but never looks at what was delivered, so
+    messages the broker refused (too large, no such topic, no broker within the message
+    timeout) were dropped while the run went on and reported them written.
+    """
+
+    def __init__(self, addr: KafkaAddress, config: dict[str, str] | None = None) -> None:
+        self.addr = addr
+        self.config = {**PRODUCER_DEFAULTS, **kafka_config(config)}
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CheckedPartition:
+        """Build Bytewax's partition with a delivery callback that collects failures."""
+        from bytewax.connectors.kafka import KafkaSink
+
+        failures: list[Any] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failures.append(err.str() if hasattr(err, "str") else err)
+
+        inner = KafkaSink(list(self.addr.brokers), self.addr.topic, add_config={**self.config, "on_delivery": delivered})
+        url = f"kafka://{self.addr.bootstrap}/{self.addr.topic}"
+        return _CheckedPartition(inner.build(step_id, worker_index, worker_count), failures, url)
+
+
+def kafka_sink(addr: KafkaAddress, config: dict[str, str] | None = None) -> CheckedKafkaSink:
+    """A Kafka sink for a topic (at least once: a resumed run repeats the resume epoch)."""
+    return CheckedKafkaSink(addr, config)

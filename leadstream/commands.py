@@ -181,17 +181,27 @@ def _outputs_apart_from_inputs(args: argparse.Namespace, outputs: dict[Path, str
 def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = True) -> tuple[Path, Any, Any]:
     """Check the three outputs before anything is read; a fresh run (``clean``, not resuming) starts its line
     files empty and leaves an earlier run's parts to the writer's grace period."""
-    from flows.kafka import is_kafka_url, parse_kafka_url
+    from flows.kafka import check_output_topic, is_kafka_url, parse_kafka_url, same_topic
 
     warehouse = Path(args.warehouse)
     triggers: Any = args.triggers if is_kafka_url(args.triggers) else Path(args.triggers)
     dead = _dead_letter_output(args)
-    for url in (triggers, dead):
+    topics = {"--triggers": triggers, "--dead-letter": dead}
+    inputs = [parse_kafka_url(i) for i in args.input if is_kafka_url(i)]
+    for flag, url in topics.items():
         if isinstance(url, str):
             try:
-                parse_kafka_url(url)
+                addr = parse_kafka_url(url)
+                if any(same_topic(addr, source) for source in inputs):
+                    # The file outputs' rule, for topics: the run would read what it writes.
+                    raise ValueError(f"{flag} {url}: is the input topic of this run too, which would read its own "
+                                     "output back; name another topic")
+                if clean:  # once per run: by the process that prepares the outputs
+                    check_output_topic(addr, _kafka_config(args))
             except ValueError as ex:
                 raise UsageError(str(ex)) from None
+    if triggers == dead and isinstance(triggers, str):
+        raise UsageError("--triggers and --dead-letter must be two different topics")
     files = [p for p in (warehouse, triggers, dead) if isinstance(p, Path)]
     if len({p.resolve() for p in files}) < len(files) or triggers == dead:
         raise UsageError("--warehouse, --triggers and --dead-letter must be three different outputs")
@@ -268,13 +278,30 @@ def _input_parts(args: argparse.Namespace) -> tuple[tuple[str, ...], str | None]
     return parts, None
 
 
+def _follows(args: argparse.Namespace) -> bool:
+    """Whether the run follows its input until it is stopped: --follow, or a topic without --kafka-eof."""
+    from flows.kafka import is_kafka_url
+
+    return bool(args.follow) or (any(is_kafka_url(i) for i in args.input) and not getattr(args, "kafka_eof", False))
+
+
 def _kafka_config(args: argparse.Namespace) -> dict[str, str]:
+    """The --kafka-config settings, checked by librdkafka itself for the clients the run will create."""
+    from flows.kafka import check_kafka_config, is_kafka_url
+
     conf: dict[str, str] = {}
     for item in getattr(args, "kafka_config", None) or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--kafka-config {item}: expected KEY=VALUE (a librdkafka setting)")
         conf[key.strip()] = value.strip()
+    if conf:
+        outputs = [getattr(args, "triggers", None), getattr(args, "dead_letter", None)]
+        try:
+            check_kafka_config(conf, consumer=any(is_kafka_url(i) for i in args.input),
+                               producer=any(is_kafka_url(o) for o in outputs))
+        except ValueError as ex:
+            raise UsageError(f"{ex} (see librdkafka's CONFIGURATION.md for the settings and their values)") from None
     return conf
 
 
@@ -352,7 +379,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     warehouse, triggers, dead = _prepare_outputs(args, resuming, clean=first and not spawned)
     before = _lines_before(warehouse, resuming and first and not spawned)
     _say_resuming(args, before)
-    follow = args.follow or (kafka_input is not None and not args.kafka_eof)
+    follow = _follows(args)
     webhook = None
     if getattr(args, "webhook", None):
         from flows.webhook import WebhookDelivery
@@ -447,13 +474,26 @@ def _die_with_parent() -> None:
         pass
 
 
-def wait_for_cluster(procs: list[Any]) -> list[tuple[int, int]]:
-    """Wait for a cluster's processes; the first that fails ends the others. Return (index, exit status) of failures."""
+def wait_for_cluster(procs: list[Any], stopping: Any = lambda: False) -> list[tuple[int, int]]:
+    """Wait for a cluster's processes; the first that fails ends the others. Return (index, exit status) of failures.
+
+    Once ``stopping()`` (the parent forwarded SIGINT or SIGTERM), a process that exits with
+    128 + SIGTERM has finished what it read and published, as asked: not a failure. Taken
+    for one, the parent killed the others while they finished and reported a crash.
+    """
     failed: list[tuple[int, int]] = []
+    ok = {0}
+
+    def status(p: Any) -> int | None:
+        code = p.poll()
+        if code is not None and stopping():
+            ok.add(128 + signal.SIGTERM)
+        return code
+
     # Every process polled each time: any() stopped at the first one still running, so a
     # later one that had failed went unseen while the first waited for it, for ever.
-    while None in [p.poll() for p in procs]:
-        failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
+    while None in [status(p) for p in procs]:
+        failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode is not None and p.returncode not in ok]
         if failed:
             # One process died: the cluster cannot go on. Stop the others by PID.
             for p in procs:
@@ -463,7 +503,9 @@ def wait_for_cluster(procs: list[Any]) -> list[tuple[int, int]]:
         time.sleep(0.02)  # how soon the summary follows the last process
     for p in procs:
         p.wait()
-    return failed or [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+    if stopping():
+        ok.add(128 + signal.SIGTERM)
+    return failed or [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in ok]
 
 
 def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...]) -> dict[str, Any]:
@@ -508,7 +550,7 @@ def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...
     _STOPPED_BY.clear()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        failed = wait_for_cluster(procs)
+        failed = wait_for_cluster(procs, lambda: bool(_STOPPED_BY))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -518,7 +560,8 @@ def _run_cluster(args: argparse.Namespace, config: Config, parts: tuple[str, ...
               file=sys.stderr)
         raise SystemExit(1)
     summary = summarize(warehouse, triggers, dead, time.monotonic() - started, before)
-    if _STOPPED_BY and not args.follow:
+    # A followed input (files or a topic without --kafka-eof) ends only by a signal: not early.
+    if _STOPPED_BY and not _follows(args):
         summary["stopped_by"] = signal.Signals(_STOPPED_BY[0]).name
     if getattr(args, "webhook", None):
         summary["webhook"] = {"url": args.webhook, "failed_batches": _webhook_failures(dead)}

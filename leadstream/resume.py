@@ -30,15 +30,24 @@ def check_and_record(folder: Path, resuming: bool, shards: int, inputs: tuple[st
 
     ``outputs`` maps a flag (``--triggers``) to the path as given. Inputs may be added on a
     resume (a new file to read on from the saved state), but one read before must be given
-    as it was. Directories without a record (written before records) are not checked.
+    as it was. Directories without a record (written before records) are neither checked nor
+    given one: a record written from a resume that then fails would hold that run's mistake.
+    An unreadable record is refused rather than taken as none.
     """
     path = folder / RECORD
     record: dict[str, Any] | None = None
     if resuming and path.exists():
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            record = None
+        except (OSError, ValueError) as ex:
+            record = {"unreadable": str(ex)}
+        if not isinstance(record, dict) or "unreadable" in record or not isinstance(record.get("inputs"), list):
+            why = record.get("unreadable") if isinstance(record, dict) and "unreadable" in record else "not a run record"
+            raise ResumeMismatch(
+                f"--recovery {folder}: {RECORD} cannot be read ({why}), so this run cannot be checked against the saved "
+                f"state. Restore the file, delete it to resume unchecked, or start afresh with a new --recovery directory")
+    if resuming and record is None:
+        return
     if record is not None:
         problems = _differences(record, shards, inputs, outputs)
         if problems:

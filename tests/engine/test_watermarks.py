@@ -58,3 +58,22 @@ def test_the_end_of_a_resumed_run(title: str, first_complete: bool, new_max: int
     clock.observe("a", 100_000, eof=True)
     clock.observe("b", new_max, eof=True)
     assert clock.watermark() == expected, title
+
+
+def test_the_end_of_a_followed_input_is_not_behind_where_idle_partitions_took_it() -> None:
+    """Stopped after a quiet spell, a followed input ends where its idle watermark had got to, not at its newest
+    event: the shards had already passed that, and a final cut behind them never completed the last snapshot."""
+    clock = SourceClock(("a", "b"), LATENESS)
+    clock.observe("a", 100_000)
+    clock.observe("b", 90_000)
+    clock.observe("a", 100_000, idle_ms=30_000)
+    clock.observe("b", 90_000, idle_ms=30_000)
+    reached = clock.watermark()
+    assert reached == 120_000 - LATENESS - 1
+    clock.observe("a", 100_000, eof=True)
+    clock.observe("b", 90_000, eof=True)
+    assert clock.complete and clock.watermark() == 130_000 - LATENESS - 1  # the farthest partition's
+    # Without idle ticks (a replay) the end is the newest event, as before.
+    replay = SourceClock(("a",), LATENESS)
+    replay.observe("a", 100_000, eof=True)
+    assert replay.watermark() == 100_000

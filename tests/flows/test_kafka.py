@@ -267,3 +267,59 @@ def test_messages_become_batches_of_lines_with_long_ones_cut() -> None:
     assert batches[0].judged == {1: ("too_large", f"{len(huge)} bytes; the limit is 32768; "
                                                   f"raw keeps only its first {MAX_LINE_BYTES} bytes")}
     assert batches[1].judged is None
+
+
+def test_kafka_output_and_config_mistakes_are_usage_errors(broker: Broker, clickstream: Path, tmp_path: Path) -> None:
+    """A missing output topic or unreachable broker, the input topic named as an output, and a setting librdkafka
+    does not take are exit 2 with what to do, before anything is read (they were lost triggers, a feedback loop
+    and a Rust panic)."""
+    from .conftest import leadstream
+
+    create_topic(broker, "loop", 1)
+    wh = ("--warehouse", str(tmp_path / "w.duckdb"))
+    cases = [
+        (("--input", str(clickstream), "--triggers", f"kafka://{broker.bootstrap}/missing", *wh),
+         "cannot write to the topic (no such topic; create it first)"),
+        (("--input", str(clickstream), "--triggers", "kafka://127.0.0.1:1/t", *wh,
+          "--kafka-config", "socket.connection.setup.timeout.ms=1000"), "no broker answered"),
+        (("--input", f"kafka://{broker.bootstrap}/loop", "--kafka-eof", "--triggers", f"kafka://{broker.bootstrap}/loop",
+          *wh), "is the input topic of this run too"),
+        (("--input", f"kafka://{broker.bootstrap}/loop", "--kafka-eof", "--triggers", str(tmp_path / "t.jsonl"), *wh,
+          "--kafka-config", "foo.bar=1"), 'No such configuration property: "foo.bar"'),
+        (("--input", f"kafka://{broker.bootstrap}/loop", "--kafka-eof", "--triggers", str(tmp_path / "t.jsonl"), *wh,
+          "--kafka-config", "fetch.max.bytes=1000"), "`fetch.max.bytes` must be >= `message.max.bytes`"),
+    ]
+    for argv, expected in cases:
+        res = leadstream("run", "--config", str(CONFIG), *argv, check=False, timeout=60)
+        assert res.returncode == 2 and expected in res.stderr and "Traceback" not in res.stderr, (argv, res.stderr)
+
+
+def test_a_message_the_broker_does_not_take_fails_the_batch() -> None:
+    """Bytewax's sink flushed and never looked at delivery reports: triggers for an unreachable broker were
+    dropped after the message timeout while the run reported them written."""
+    from bytewax.connectors.kafka import KafkaSinkMessage
+
+    from flows.kafka import KafkaDeliveryError, kafka_sink, parse_kafka_url
+
+    part = kafka_sink(parse_kafka_url("kafka://127.0.0.1:1/triggers"), {"message.timeout.ms": "500", "log_level": "0"})
+    built = part.build("write_triggers", 0, 1)
+    with pytest.raises(KafkaDeliveryError, match=r"kafka://127.0.0.1:1/triggers: 1 message\(s\) not delivered"):
+        built.write_batch([KafkaSinkMessage(key=b"u1", value=b'{"trigger_id":"t1"}')])
+
+
+def test_a_dead_letter_is_cut_to_the_topic_message_size() -> None:
+    """A dead letter keeps up to 1 MiB of its line, more than a producer's default 1 MB message: its raw text is
+    cut to fit, and its detail says so (it stopped the run, and again at every resume)."""
+    from flows.kafka import dead_letter_messages, message_limit
+
+    raw = '"' * 600_000 + "x" * 600_000  # quotes double in JSON
+    line = orjson.dumps({"reason": "too_large", "detail": "1200000 bytes", "raw": raw, "source": "t:0:7"}).decode()
+    limit = message_limit({})
+    (msg,) = dead_letter_messages(("dead_letters", line), limit)
+    record = orjson.loads(msg.value)
+    assert len(msg.value) <= limit and msg.key == b"t:0"
+    assert raw.startswith(record["raw"]) and len(record["raw"]) > 300_000
+    assert record["detail"].startswith("1200000 bytes; raw keeps only its first ")
+    small = orjson.dumps({"reason": "invalid_json", "detail": "d", "raw": "x", "source": "t:1:3"}).decode()
+    assert dead_letter_messages(("dead_letters", small), limit)[0].value == small.encode()
+    assert message_limit({"message.max.bytes": "5000000"}) == 5_000_000 - 1024

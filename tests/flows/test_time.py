@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import orjson
 import pytest
 
@@ -95,6 +96,40 @@ def test_idle_stream_fires_timers_within_a_second(tmp_path: Path) -> None:
     assert parse_iso_ms(reminder["event_time"]) == due, "a timer's trigger carries its due time"
     lateness = 5000
     assert lateness <= seen - due < lateness + 1500, f"fired {seen - due:.0f} ms after its due time"
+
+
+def test_a_followed_run_stopped_after_a_quiet_spell_publishes_everything(tmp_path: Path) -> None:
+    """Stopped after the idle watermark has carried the shards past the newest event, the final snapshot
+    holds the last events and triggers: its cut was the newest event's time, behind where the contact
+    stage ended, and with no snapshot due before (a long --snapshot-interval) none was published."""
+    config = tmp_path / "quick.toml"
+    config.write_text(QUICK)
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    (folder / "live.jsonl").write_bytes(b"")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leadstream.cli", "run", "--config", str(config), "--input", str(folder), "--follow",
+         "--warehouse", str(out / "w.duckdb"), "--triggers", str(out / "t.jsonl"), "--snapshot-interval", "600",
+         "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.0)
+        with (folder / "live.jsonl").open("ab") as fh:
+            fh.write(_line(1, int(time.time() * 1000), type="track", event="Product Added", userId="u1"))
+        deadline = time.monotonic() + 30  # the reminder fires 2 s + the lateness later, while idle
+        while time.monotonic() < deadline and not _triggers(out / "t.jsonl"):
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        _stop(proc)
+    assert [t["params"]["template"] for t in _triggers(out / "t.jsonl")] == ["cart_reminder"]
+    snap = last_snapshot(out / "w.duckdb")
+    assert (snap["lines_read"], snap["accepted"], snap["buffered"]) == (1, 1, 0), snap
+    con = duckdb.connect(str(out / "w.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM events").fetchone() == (1,)
+        assert con.execute("SELECT action FROM triggers").fetchall() == [("send_email",)]
+    finally:
+        con.close()
 
 
 def test_live_run_equals_fast_replay(tmp_path: Path) -> None:

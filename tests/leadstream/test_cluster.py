@@ -92,3 +92,23 @@ def test_a_cluster_process_that_fails_ends_the_others_whichever_it_is() -> None:
         waiting.kill()
     assert failed == [(1, 2)]
     assert time.monotonic() - started < 20 and waiting.returncode is not None
+
+
+def test_processes_stopped_as_asked_are_not_failures() -> None:
+    """After the parent forwarded a stop, a process that finished and exited 128 + SIGTERM is no failure, and the
+    others are left to finish; before a stop, the same exit ends the cluster as a crash."""
+    import subprocess
+    import sys
+    import time
+
+    from leadstream.commands import wait_for_cluster
+
+    stopped = "raise SystemExit(143)"
+    finishing = "import time; time.sleep(1.0)"
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for code in (stopped, finishing)]
+    assert wait_for_cluster(procs, lambda: True) == []
+    assert [p.returncode for p in procs] == [143, 0]  # the second finished, it was not killed
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for code in (stopped, "import time; time.sleep(60)")]
+    started = time.monotonic()
+    assert wait_for_cluster(procs, lambda: False) == [(0, 143)]
+    assert time.monotonic() - started < 20 and procs[1].returncode is not None

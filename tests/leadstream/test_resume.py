@@ -65,9 +65,20 @@ def test_a_resume_may_add_inputs_and_records_them(recorded: Path) -> None:
 
 
 def test_a_directory_without_a_record_is_not_checked(tmp_path: Path) -> None:
-    """Recovery directories written before records resume as they did."""
-    check_and_record(tmp_path, True, 4, ("x.jsonl",), {"--triggers": "t.jsonl"}, write=False)
-    assert not (tmp_path / RECORD).exists()
+    """Recovery directories written before records resume as they did, and are given none: written from a
+    resume that then failed, it held that run's mistake, and the right command was refused after it."""
+    for write in (False, True):
+        check_and_record(tmp_path, True, 4, ("x.jsonl",), {"--triggers": "t.jsonl"}, write=write)
+        assert not (tmp_path / RECORD).exists()
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"shards": 16}', "\udcff"], ids=["broken", "list", "partial", "binary"])
+def test_an_unreadable_record_is_refused_not_taken_for_none(recorded: Path, text: str) -> None:
+    """A record that cannot be read stops the resume with what to do, and stays as it was."""
+    (recorded / RECORD).write_text(text, encoding="utf-8", errors="surrogateescape")
+    with pytest.raises(ResumeMismatch, match=f"{RECORD} cannot be read .*Restore the file, delete it to resume"):
+        check_and_record(recorded, True, 16, ("in/b.jsonl",), dict(OUTPUTS))
+    assert (recorded / RECORD).read_text(encoding="utf-8", errors="surrogateescape") == text
 
 
 @pytest.mark.slow
