@@ -75,7 +75,14 @@ def expand_inputs(paths: list[str], follow: bool) -> list[str]:
                 parts.append(str(path))
             else:
                 parts.extend(str(p) for p in _dir_files(path))
-        elif path.exists() or follow:
+        elif path.exists():
+            parts.append(str(path))
+        elif follow:
+            # A followed path that does not exist yet is waited for as a file: whether it will
+            # be a directory cannot be told, and one that became a directory stopped the run.
+            if not path.name.endswith(INPUT_SUFFIXES):
+                raise FileNotFoundError(f"--input {raw}: does not exist yet; --follow waits for a file whose name ends "
+                                        f"with {', '.join(INPUT_SUFFIXES)}, and a directory must exist before the run")
             parts.append(str(path))
         else:
             raise FileNotFoundError(f"--input {raw}: no such file or directory")

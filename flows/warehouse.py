@@ -30,6 +30,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,10 @@ class WarehouseLogic(StatefulBatchLogic):
         self.fingerprint = config_fingerprint
         self.state = resume or WarehouseState()
         self.run_id = uuid.uuid4().hex[:8]  # keeps part names of a resumed run apart from orphans
+        # A run killed while it built a snapshot left its build file (named by that run) beside
+        # the warehouse, a whole copy of it, and no later run looked at another run's.
+        for stale in self.path.parent.glob(f".{glob_escape(self.path.name)}.*.tmp*"):
+            stale.unlink(missing_ok=True)
         self.last_publish = float("-inf")  # the first complete cut publishes at once
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="leadstream-parts")
         self._builder = ThreadPoolExecutor(1, thread_name_prefix="leadstream-publish")

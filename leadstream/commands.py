@@ -122,6 +122,15 @@ def _recovery(args: argparse.Namespace, init: bool = True) -> tuple[Any, bool]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as ex:
         raise UsageError(f"--recovery {folder}: cannot create it ({ex.strerror})") from None
+    # What can be written, not what the permission bits say: the saved state is written into it
+    # at every epoch, and a read-only folder failed inside the flow with a Rust traceback.
+    probe = folder / f".probe.{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as ex:
+        raise UsageError(f"--recovery {folder}: cannot write in it ({ex.strerror}); name a folder this user can "
+                         "write, on durable storage") from None
     resuming = any(folder.iterdir())
     if resuming and not any(folder.glob("part-*.sqlite3")):
         raise UsageError(f"--recovery {folder}: holds files but no saved state (part-*.sqlite3); name an empty "
@@ -269,6 +278,9 @@ def _input_parts(args: argparse.Namespace) -> tuple[tuple[str, ...], str | None]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         print(f"leadstream run: --input {folder}: not reading {len(names)} file(s) whose names do not end with "
               f"{suffixes}: {shown}", file=sys.stderr)
+    if args.follow and not getattr(args, "spawned", False):
+        for missing in [i for i in args.input if i != "-" and not Path(i).exists()]:
+            print(f"leadstream run: --input {missing}: does not exist yet; waiting for it", file=sys.stderr)
     if not parts:
         empty = [i for i in args.input if Path(i).is_dir() and not any(Path(i).iterdir())]
         if empty and not args.follow:
@@ -679,8 +691,9 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
         print(f"no snapshot was published to {s['warehouse']} (no input was read)", file=out)
         return
     reconciles = s["lines_read"] == s["accepted"] + s["dead_lettered"] + s["duplicates"] + s["buffered"]
+    buffered = s["buffered"]
     print(f"lines read     {s['lines_read']:>12,}   ({'reconciles' if reconciles else 'DOES NOT RECONCILE'}: "
-          "accepted + dead-lettered + duplicates)", file=out)
+          "accepted + dead-lettered + duplicates" + (" + buffered)" if buffered else ")"), file=out)
     suppressed = s.get("suppressed", 0)
     print(f"accepted       {s['accepted']:>12,}" + (f"   ({suppressed:,} of them suppressed: events of contacts erased "
                                                       "on request, not stored)" if suppressed else ""), file=out)
@@ -688,6 +701,9 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
     for reason, n in s.get("dead_letters_by_reason", {}).items():
         print(f"  {reason:<20} {n:>8,}", file=out)
     print(f"duplicates     {s['duplicates']:>12,}", file=out)
+    if buffered:
+        # Only a snapshot taken before the end has any: the sum shown must add up to what was read.
+        print(f"buffered       {buffered:>12,}   (read, waiting for the watermark; not applied in this snapshot)", file=out)
     print(f"late           {s['late']:>12,}   (beyond the allowed lateness, applied just past the watermark)", file=out)
     print(f"contacts       {s['contacts']:>12,}   ({s['known_contacts']:,} known)", file=out)
     print(f"triggers       {s['triggers']:>12,}   -> {s['triggers_file']}", file=out)

@@ -247,3 +247,23 @@ def test_a_followed_directory_resumes_from_a_snapshot_without_finished_files(tmp
     assert _poll(resumed) == [b'{"a":2}']
     assert resumed.snapshot()[:3] == (str(tmp_path / "a.jsonl"), 2, 16)
     resumed.close()
+
+
+@pytest.mark.parametrize(("name", "follow", "result"), [
+    ("later.jsonl", True, ["later.jsonl"]),
+    ("later.jsonl.gz", True, ["later.jsonl.gz"]),
+    ("notyet", True, "does not exist yet; --follow waits for a file whose name ends with .jsonl"),
+    ("later.jsonl", False, "no such file or directory"),
+], ids=["followed-file", "followed-gzip", "followed-directory", "replayed"])
+def test_a_missing_input_is_waited_for_only_as_a_followed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               name: str, follow: bool, result: object) -> None:
+    """A followed path that does not exist yet is a file to wait for; one without a JSONL name may become a
+    directory, which stopped the run with a traceback when it did, so it is refused up front."""
+    from flows.sources import expand_inputs
+
+    monkeypatch.chdir(tmp_path)
+    if isinstance(result, list):
+        assert expand_inputs([name], follow) == result
+    else:
+        with pytest.raises(FileNotFoundError, match=str(result)):
+            expand_inputs([name], follow)

@@ -284,3 +284,16 @@ def test_snapshot_rows_from_before_the_suppressed_column_still_publish(tmp_path:
         assert con.execute("SELECT snapshot_id, suppressed FROM snapshots ORDER BY 1").fetchall() == [(1, None), (2, 0)]
     finally:
         con.close()
+
+
+def test_a_build_file_left_by_a_killed_run_is_removed(tmp_path: Path) -> None:
+    """A run killed while it built a snapshot leaves its build file, a whole copy of the warehouse, named by that
+    run; the next writer removes it, and leaves other files alone."""
+    path = tmp_path / "w.duckdb"
+    stale = [tmp_path / ".w.duckdb.f5f241bc.tmp", tmp_path / ".w.duckdb.f5f241bc.tmp.wal",
+             tmp_path / ".w.duckdb.0a1b2c3d.tmp.spill"]
+    kept = [tmp_path / "w.duckdb.keep", tmp_path / ".other.duckdb.f5f241bc.tmp"]
+    for f in stale + kept:
+        f.write_bytes(b"x")
+    warehouse.WarehouseLogic(path, 1, 0.0, "test", None)
+    assert [f.exists() for f in stale] == [False] * 3 and all(f.exists() for f in kept)

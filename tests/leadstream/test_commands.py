@@ -47,10 +47,11 @@ def test_cut_lines_are_per_process(flags: dict, expected: int) -> None:
         (["--webhook", "http://h/", "--webhook-backoff", "nan"], "--webhook-backoff must be a number of seconds, 0 or more"),
         (["--webhook", "http://h/", "--webhook-backoff", "-1"], "--webhook-backoff must be a number of seconds, 0 or more"),
         (["--warehouse", "/proc/w.duckdb"], "--warehouse /proc/w.duckdb: cannot write in /proc"),
+        (["--recovery", "/proc/self"], "--recovery /proc/self: cannot write in it"),
     ],
     ids=["workers", "processes", "cut-every", "snapshot-zero", "snapshot-negative", "snapshot-nan", "epoch-zero",
          "epoch-inf", "process-id-alone", "shards-zero", "shards-too-many", "webhook-not-a-url", "webhook-ftp",
-         "webhook-port", "backoff-nan", "backoff-negative", "warehouse-unwritable"],
+         "webhook-port", "backoff-nan", "backoff-negative", "warehouse-unwritable", "recovery-unwritable"],
 )
 def test_run_refuses_flag_mistakes_before_it_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
                                                     message: str) -> None:
@@ -207,3 +208,24 @@ def test_run_refuses_outputs_that_are_inputs(tmp_path: Path, capsys: pytest.Capt
     assert main(argv) == 2
     assert f"leadstream run: {message.format(input=source, tmp=tmp_path)}" in capsys.readouterr().err
     assert (source / "events.jsonl" if inside else source).read_text() == line
+
+
+@pytest.mark.parametrize("buffered", [0, 1])
+def test_the_summary_shows_what_it_adds_up(buffered: int) -> None:
+    """The reconciliation the summary claims adds up from the lines it prints: buffered lines are shown when a
+    snapshot has some (lines read 100 with 99 accepted claimed to reconcile)."""
+    import io
+
+    from leadstream.commands import print_summary
+
+    s = {"published": True, "warehouse": "w", "lines_read": 100, "accepted": 100 - buffered, "dead_lettered": 0,
+         "dead_letter_file": "d", "duplicates": 0, "late": 0, "buffered": buffered, "contacts": 1,
+         "known_contacts": 0, "triggers": 0, "triggers_file": "t", "triggers_by_action": {}, "elapsed_s": 1.0,
+         "lines_per_s": 100.0, "resumed_after": None, "snapshots": 1}
+    out = io.StringIO()
+    print_summary(s, out)
+    text = out.getvalue()
+    assert "(reconciles: accepted + dead-lettered + duplicates" in text
+    assert ("buffered" in text) == bool(buffered)
+    if buffered:
+        assert "+ buffered)" in text and "buffered                  1" in text
