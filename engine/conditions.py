@@ -24,13 +24,13 @@ from bisect import bisect_right
 from operator import attrgetter
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 import orjson
 
 from .contact import ContactState
 from .errors import Problems, did_you_mean
-from .events import Event
+from .events import EVENT_TYPES, Event
 
 
 OPS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains", "starts_with", "ends_with", "exists", "matches")
@@ -572,9 +572,70 @@ def _generic_leaf(g: Getter, t: Callable[[Any], bool]) -> Fn:
     return fn
 
 
+# Fields whose values the engine sets, so their type is known: a test against a value of
+# another type never matches (types never coerce), which is a typo, not a rule.
+_NUMBER_FIELDS: Final = ("fit", "visits")
+_NUMBER_PREFIXES: Final = ("score.", "counts.")
+_BOOL_FIELDS: Final = ("known", "event.starts_visit")
+# Text the engine makes sure of (ids, names, stages); traits and the e-mail address are
+# whatever the tracker sent.
+_TEXT_FIELDS: Final = ("user_id", "contact_id", "stage", "grade", "event.type", "event.name",
+                       "event.message_id", "event.user_id", "event.anonymous_id", "event.group_id")
+_KIND_TYPES: Final = {"a number": (int, float), "true or false": (bool,), "text": (str,)}
+_VALUE_OPS: Final = frozenset({"eq", "ne", "lt", "le", "gt", "ge", "in", "not_in"})
+_TEXT_OPS: Final = frozenset({"contains", "starts_with", "ends_with", "matches"})
+
+
+def _field_kind(field_name: Any) -> str | None:
+    if not isinstance(field_name, str):
+        return None
+    if field_name in _NUMBER_FIELDS or field_name.startswith(_NUMBER_PREFIXES):
+        return "a number"
+    if field_name in _BOOL_FIELDS:
+        return "true or false"
+    if field_name in _TEXT_FIELDS:
+        return "text"
+    return None
+
+
+def _check_types(node: dict[str, Any], path: str, ctx: CompileContext) -> None:
+    """Refuse a test that can never match a field whose type the engine fixes (`score.default gt "150"`)."""
+    field_name, value, op = node.get("field"), node.get("value"), node.get("op")
+    kind = _field_kind(field_name)
+    if kind is None:
+        return
+    if op in _TEXT_OPS and kind != "text":
+        ctx.problems.add(f"{path}.op", f"{field_name} is {kind}, and {op!r} tests text: it would never match")
+        return
+    if op not in _VALUE_OPS:
+        return
+    if kind == "true or false" and op not in ("eq", "ne", "in", "not_in"):
+        ctx.problems.add(f"{path}.op", f"{field_name} is true or false: compare it with eq or ne")
+        return
+    types = _KIND_TYPES[kind]
+    for v in value if isinstance(value, list) else [value]:
+        if not isinstance(v, types) or (kind == "a number" and isinstance(v, bool)):
+            hint = f" (write {v})" if kind == "a number" and isinstance(v, str) and _is_number(v) else (
+                f" (write {v.lower()})" if kind == "true or false" and isinstance(v, str) and v.lower() in ("true", "false")
+                else "")
+            ctx.problems.add(f"{path}.value", f"{field_name} is {kind}, and {_show(v)} is not: the test would never "
+                                              f"match, as types never coerce{hint}")
+        elif field_name == "event.type" and v not in EVENT_TYPES:
+            ctx.problems.add(f"{path}.value", f"unknown event type {v!r} (expected one of {', '.join(EVENT_TYPES)})")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_reference(node: dict[str, Any], path: str, ctx: CompileContext) -> None:
     """Catch typos in stage and segment names, which would otherwise silently never match."""
     field_name, value, op = node.get("field"), node.get("value"), node.get("op")
+    _check_types(node, path, ctx)
     values = value if isinstance(value, list) else [value]
     if field_name == "stage" and ctx.stages and op in ("eq", "ne", "in", "not_in"):
         for v in values:

@@ -13,6 +13,27 @@ ROOT = Path(__file__).resolve().parents[2]
 SEG = '[segments.hot_leads]\nall = [{ field = "stage", op = "eq", value = "sales_ready" }, %s]\n'
 
 BAD = [
+    ("score_against_text", '[scoring.default]\n[segments.s]\nall = [{ field = "score.default", op = "gt", value = "150" }]\n',
+     "cfg.toml: segments.s.all[0].value: score.default is a number, and str '150' is not: the test would never match, "
+     "as types never coerce (write 150)"),
+    ("visits_against_text", '[segments.s]\nall = [{ field = "visits", op = "in", value = [1, "3"] }]\n',
+     "segments.s.all[0].value: visits is a number, and str '3' is not"),
+    ("known_against_text", '[segments.s]\nall = [{ field = "known", op = "eq", value = "true" }]\n',
+     "segments.s.all[0].value: known is true or false, and str 'true' is not: the test would never match, as types "
+     "never coerce (write true)"),
+    ("known_ordered", '[segments.s]\nall = [{ field = "known", op = "gt", value = false }]\n',
+     "segments.s.all[0].op: known is true or false: compare it with eq or ne"),
+    ("starts_visit_against_text", '[completion_actions.c]\nall = [{ field = "event.starts_visit", op = "eq", value = "true" }]\n'
+     'actions = [{ action = "notify_sales" }]\n', "completion_actions.c.all[0].value: event.starts_visit is true or false"),
+    ("unknown_event_type", '[completion_actions.c]\nall = [{ field = "event.type", op = "eq", value = "pageview" }]\n'
+     'actions = [{ action = "notify_sales" }]\n',
+     "completion_actions.c.all[0].value: unknown event type 'pageview' (expected one of identify, track, page, screen"),
+    ("count_against_text", '[segments.s]\nall = [{ field = "counts.Form Submitted", op = "ge", value = "3" }]\n',
+     "segments.s.all[0].value: counts.Form Submitted is a number, and str '3' is not"),
+    ("text_op_on_a_number", '[segments.s]\nall = [{ field = "fit", op = "contains", value = "1" }]\n',
+     "segments.s.all[0].op: fit is a number, and 'contains' tests text: it would never match"),
+    ("name_against_a_number", '[completion_actions.c]\nall = [{ field = "event.name", op = "eq", value = 3 }]\n'
+     'actions = [{ action = "notify_sales" }]\n', "completion_actions.c.all[0].value: event.name is text, and int 3 is not"),
     ("unknown_operator", SEG % '{ field = "score.default", op = "greather", value = 3 }',
      "cfg.toml: segments.hot_leads.all[1].op: unknown operator 'greather' (expected one of eq, ne,"),
     ("unknown_top_level", "[segmnts.x]\nall = []\n", "cfg.toml: segmnts: unknown key 'segmnts'"),
