@@ -394,7 +394,9 @@ class CheckedKafkaSink(DynamicSink[Any]):
             if err is not None:
                 failures.append(err.str() if hasattr(err, "str") else err)
 
-        inner = KafkaSink(list(self.addr.brokers), self.addr.topic, add_config={**self.config, "on_delivery": delivered})
+        # confluent-kafka takes a callable for on_delivery in the settings, beside librdkafka's strings.
+        settings: dict[str, Any] = {**self.config, "on_delivery": delivered}
+        inner = KafkaSink(list(self.addr.brokers), self.addr.topic, add_config=settings)
         url = f"kafka://{self.addr.bootstrap}/{self.addr.topic}"
         return _CheckedPartition(inner.build(step_id, worker_index, worker_count), failures, url)
 
