@@ -217,8 +217,6 @@ class ContactState:
             self.traits.setdefault(key, value)
         for name, points in other.scores.items():
             self.scores[name] = self.scores.get(name, 0.0) + points
-        for name, since in other.segments.items():
-            self.segments[name] = min(since, self.segments.get(name, since))
         for name, since in other.lists.items():
             self.lists[name] = min(since, self.lists.get(name, since))
         self.first_seen = _min_set(self.first_seen, other.first_seen)
@@ -241,9 +239,6 @@ class ContactState:
                 self.caps[key] = (bucket, uses)
             elif bucket == have[0]:
                 self.caps[key] = (bucket, have[1] + uses)
-        for rule, ts in other.fired.items():
-            self.fired[rule] = max(ts, self.fired.get(rule, ts))
-        self.matching.update(other.matching)
         for name, at in other.score_at.items():
             self.score_at[name] = max(at, self.score_at.get(name, at))
         self.last_activity = _max_set(self.last_activity, other.last_activity)
@@ -266,11 +261,12 @@ class ContactState:
         self.deleted = self.deleted or other.deleted
         self.events += other.events
         self.updated_at = _max_set(self.updated_at, other.updated_at)
-        # Derived fields are recomputed by the engine after a merge; keep a value meanwhile.
-        self.grade = _first_set(self.grade, other.grade)
-        self.fit = self.fit if self.grade is not None else other.fit
-        if self.stage is None:
-            self.stage, self.stage_since = other.stage, other.stage_since
+        # What is derived from the state (grade, stage, segments, the automation rules it
+        # matches and has fired) stays self's: the engine derives it again after a merge, and
+        # what changes for self is announced under self's id. Taken from the anonymous
+        # profile, a person who identified was in its segments and stage without a trigger
+        # for the known contact, and a sales alert sent for the profile, without an e-mail
+        # address, was never sent for the contact.
         return self
 
     def forget(self, now: int) -> None:

@@ -171,11 +171,13 @@ SELECT workflow, step, count(DISTINCT contact_id) AS contacts
 FROM workflow_members GROUP BY GROUPING SETS ((workflow), (workflow, step)) ORDER BY workflow, step NULLS FIRST;
 
 -- view: targeted_contacts_per_day_per_workflow
--- Distinct contacts a workflow's actions reached per day.
+-- Distinct contacts a workflow's actions reached per day; as in targeted_contacts_per_day, a
+-- person is counted once: triggers of an anonymous profile count for the contact it merged into.
 CREATE VIEW targeted_contacts_per_day_per_workflow AS
-SELECT CAST(event_time AS DATE) AS day, substr(rule, 11) AS workflow, count(DISTINCT contact_id) AS contacts,
-       count(*) AS actions
-FROM triggers WHERE rule LIKE 'workflows.%' GROUP BY ALL ORDER BY day, workflow;
+SELECT CAST(t.event_time AS DATE) AS day, substr(t.rule, 11) AS workflow,
+       count(DISTINCT COALESCE(m.contact_id, t.contact_id)) AS contacts, count(*) AS actions
+FROM triggers t LEFT JOIN merges m ON m.anonymous_id = t.contact_id
+WHERE t.rule LIKE 'workflows.%' GROUP BY ALL ORDER BY day, workflow;
 
 -- view: activity_log
 -- The event and trigger log: filter by time, kind, event type/name or rule. A contact's log

@@ -284,3 +284,27 @@ def test_a_contacts_activity_log_includes_its_anonymous_part(tmp_path: Path) -> 
         assert per_day == direct and direct[1] >= 1
     finally:
         con.close()
+
+
+def test_a_workflow_counts_a_person_once_across_their_anonymous_part(tmp_path: Path) -> None:
+    """A workflow that reached a visitor before and after they identified reached one person that day."""
+    import orjson
+
+    config = tmp_path / "nudge.toml"
+    config.write_text('[workflows.nudge]\ntrigger = { event = { all = [{ field = "event.type", op = "eq", value = "page" }] } }\n'
+                      'entry = "every_time"\nsteps = [{ action = "show_overlay", params = { overlay = "tip" } }]\n')
+    lines = [
+        {"type": "page", "anonymousId": "d1", "timestamp": "2026-01-05T07:59:00Z"},
+        {"type": "identify", "userId": "u1", "anonymousId": "d1", "timestamp": "2026-01-05T08:00:00Z"},
+        {"type": "page", "userId": "u1", "timestamp": "2026-01-05T08:01:00Z"},
+    ]
+    data = tmp_path / "events.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(dict(x, messageId=f"m{i}")) + b"\n" for i, x in enumerate(lines)))
+    run_into(tmp_path / "out", [data], config=config)
+    con = duckdb.connect(str(tmp_path / "out" / "warehouse.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT DISTINCT contact_id FROM triggers ORDER BY 1").fetchall() == [("d1",), ("u1",)]
+        assert con.execute("SELECT day::VARCHAR, workflow, contacts, actions FROM targeted_contacts_per_day_per_workflow"
+                           ).fetchall() == [("2026-01-05", "nudge", 1, 2)]
+    finally:
+        con.close()
