@@ -161,6 +161,7 @@ class Engine:
         self._decays = {name: p.decay for name, p in config.profiles.items() if p.decay is not None}
         self._thresholds = {name: _thresholds(config, name) for name in self._decays}
         self._workflows = {wf.name: wf for wf in config.workflows}
+        self._segment_names = frozenset(seg.name for seg in config.segments)
         self._wf_order = {wf.name: i for i, wf in enumerate(config.workflows)}
         # The run key of each workflow that holds one run per contact, made once rather
         # than formatted and interned at every entry.
@@ -269,6 +270,33 @@ class Engine:
         self._workflows_after(contact, due, None, occ, triggers)
         self._schedule(contact, due, read)
         return triggers
+
+    def reconfigured(self, contact: ContactState, now: int, occurrence: str) -> tuple[bool, list[Trigger]]:
+        """Bring a contact saved under another config in line with this one; return (changed, triggers).
+
+        Segments, scoring profiles and workflows the config no longer has leave no members,
+        scores or runs behind (they stayed in the warehouse for ever), and what is derived is
+        derived again, as of ``now``: a segment that is new or whose condition changed takes
+        in the contacts that match, as a dynamic list does, and changed stage bands move
+        contacts between stages, each with its trigger.
+        """
+        if contact.deleted:
+            return False, []
+        before = _derived(contact)
+        for name in [n for n in contact.segments if n not in self._segment_names]:
+            del contact.segments[name]
+        for name in [n for n in contact.scores if n not in self.config.profiles]:
+            del contact.scores[name]
+            contact.score_at.pop(name, None)
+            contact.decay_steps.pop(name, None)
+        runs: dict[str, Run] = contact.runs
+        for run in [r for r in runs.values() if r.workflow not in self._workflows]:
+            self._end_run(contact, run)
+        triggers: list[Trigger] = []
+        self._settle(contact, now, set())
+        self._derive(contact, now, occurrence, EVERYTHING, None, triggers)
+        self._schedule(contact, now, True)
+        return bool(triggers) or _derived(contact) != before, triggers
 
     def retroactive(self, contact: ContactState, rule_ids: set[str], now: int) -> list[Trigger]:
         """Evaluate automation rules that are new since the last run against an existing contact.
@@ -849,6 +877,11 @@ def _window_wakeup(stamps: list[int], now: int, within_ms: int, edges: frozenset
     if not below:
         return None
     return stamps[i + count - max(below)] + within_ms  # the expiry that falls past the highest edge
+
+
+def _derived(c: ContactState) -> tuple[Any, ...]:
+    """What a contact's warehouse row shows of its derived state and scores."""
+    return (c.stage, c.grade, c.fit, sorted(c.segments), sorted(c.scores.items()), sorted(c.runs))
 
 
 def _set_timer(c: ContactState, key: str, due: int | None) -> None:

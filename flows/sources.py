@@ -154,6 +154,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         self.last_data = time.monotonic()
         self.pipe: PipeInput | None = None  # stdin, read without blocking
         self.waiting = False  # the last read found nothing new: poll rather than spin
+        self.busy = False  # the last read handed out lines or moved on: read again at once
         self._open_current()
 
     # -- file handling
@@ -330,8 +331,10 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             self.line_no += len(lines)
             self.last_data = time.monotonic()
             PROGRESS.add_read(self.name, size, len(lines))
+            self.busy = True
             return [SourceBatch(self.name, first, self.file or self.name, lines, judged=judged)]
         if self._next_file() or self._reopen_replaced():
+            self.busy = True
             return []
         return self._idle_or_eof()
 
@@ -388,8 +391,13 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         return []
 
     def next_awake(self) -> datetime | None:
-        """Poll followed inputs every 50 ms instead of spinning, and a pipe that had nothing new."""
-        if self.follow or self.waiting:
+        """Poll followed inputs every 50 ms instead of spinning, and a pipe that had nothing new.
+
+        A followed input that just handed out lines or moved to its next file is read again at
+        once: waiting after each one read a directory of small files at a few files a second.
+        """
+        busy, self.busy = self.busy, False
+        if (self.follow and not busy) or self.waiting:
             self.waiting = False
             return datetime.now(timezone.utc) + POLL
         return None

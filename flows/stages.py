@@ -119,15 +119,33 @@ class _ShardLogic(StatefulBatchLogic):
         self.pending = _Pending()
         self.rule_fingerprints = ctx.config.rule_fingerprints()
         self.retro: set[str] = set()
+        self.reconfigure = False  # restored from a state saved under another config
         self.last_broadcast = 0.0
         # Whether this run's end of input was exported; never restored, so a resumed
         # run that reaches the end again publishes a final snapshot again.
         self.completed = False
 
-    def _restore_rules(self, seen: dict[str, str]) -> None:
+    def _restore_rules(self, resume: dict[str, Any]) -> None:
         # Automation rules are retroactive: one that appeared since the state was saved
         # is evaluated against every contact this shard already holds.
+        seen = resume["rules"]
         self.retro = {rid for rid in self.rule_fingerprints if rid not in seen}
+        # Any other change brings every contact in line with the new config once (states
+        # saved before the config was recorded are left as they are).
+        saved = resume.get("config")
+        self.reconfigure = saved is not None and saved != self.ctx.config.fingerprint
+
+    def _run_reconfigured(self, contacts: Iterable[ContactState], now: int, out: ShardOutput, timers: Any) -> None:
+        self.reconfigure = False
+        if now == NEVER:
+            return
+        engine, occ = self.ctx.engine, f"config:{self.ctx.config.fingerprint}"
+        for c in contacts:
+            changed, fired = engine.reconfigured(c, now, occ)
+            out.triggers.extend(fired)
+            if changed:
+                self._mark_changed(c.contact_id)
+                timers.sync(c.contact_id, c.timers)
 
     def _run_retroactive(self, contacts: Iterable[ContactState], now: int, out: ShardOutput) -> None:
         if not self.retro or now == NEVER:
@@ -186,7 +204,7 @@ class IdentityLogic(_ShardLogic):
                 resume["state"], resume["clock"], resume["cuts"], resume["pending"])
             self.shard_no = self.state.shard
             self.clock.restart(ctx.parts)
-            self._restore_rules(resume["rules"])
+            self._restore_rules(resume)
         self.sent_watermark = self.state.watermark
 
     def _mark_changed(self, contact_id: str) -> None:
@@ -218,6 +236,8 @@ class IdentityLogic(_ShardLogic):
                 pending.counts["dead_lettered"] = pending.counts.get("dead_lettered", 0) + len(packet.rejections)
         if self.retro:
             self._run_retroactive(list(state.profiles.values()), state.watermark, out)
+        if self.reconfigure:
+            self._run_reconfigured(list(state.profiles.values()), state.watermark, out, state.timers)
         self._flush(out, state.watermark, None, False, emitted)
         for target, is_cut, final in self._steps(self.clock.watermark(), self.clock.complete):
             out = ShardOutput()
@@ -256,7 +276,7 @@ class IdentityLogic(_ShardLogic):
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to resume: shard state, clocks, pending cuts and rows, known rules."""
         return {"state": self.state, "clock": self.clock, "cuts": self.cuts, "pending": self.pending,
-                "rules": self.rule_fingerprints}
+                "rules": self.rule_fingerprints, "config": self.ctx.config.fingerprint}
 
 
 class ContactLogic(_ShardLogic):
@@ -274,7 +294,7 @@ class ContactLogic(_ShardLogic):
                 resume["state"], resume["clock"], resume["cuts"], resume["pending"])
             self.shard_no = self.state.shard
             self.clock.restart()
-            self._restore_rules(resume["rules"])
+            self._restore_rules(resume)
 
     def _mark_changed(self, contact_id: str) -> None:
         self.state.changed.add(contact_id)
@@ -295,6 +315,8 @@ class ContactLogic(_ShardLogic):
             self.clock.observe(packet.src, packet.watermark, packet.final)
         if self.retro:
             self._run_retroactive(list(state.contacts.values()), state.watermark, out)
+        if self.reconfigure:
+            self._run_reconfigured(list(state.contacts.values()), state.watermark, out, state.timers)
         self.pending.absorb(out)
         emitted.extend(_trigger_lines(out))
         for target, is_cut, final in self._steps(self.clock.watermark(), self.clock.complete):
@@ -314,4 +336,4 @@ class ContactLogic(_ShardLogic):
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to resume."""
         return {"state": self.state, "clock": self.clock, "cuts": self.cuts, "pending": self.pending,
-                "rules": self.rule_fingerprints}
+                "rules": self.rule_fingerprints, "config": self.ctx.config.fingerprint}

@@ -245,3 +245,55 @@ def test_default_stage_bands_write_the_same_trigger_compiled_or_not() -> None:
     (trigger,) = run_events(config, [event]).triggers
     # Compared as JSON text: 40 == 40.0 in Python, and the difference is in the file.
     assert orjson.dumps(trigger.to_dict()["reason"]) == b'{"profile":"default","score":45.0,"band_min":40.0,"cause":"m1"}'
+
+
+RECONFIG_BEFORE = """
+[scoring.default]
+[[scoring.default.rules]]
+name = "form"
+points = 45
+all = [{ field = "event.name", op = "eq", value = "Form" }]
+[scoring.gone]
+[[scoring.gone.rules]]
+name = "form"
+points = 5
+all = [{ field = "event.name", op = "eq", value = "Form" }]
+[segments.removed]
+all = [{ field = "score.default", op = "ge", value = 1 }]
+[workflows.dropped]
+trigger = { event = { all = [{ field = "event.name", op = "eq", value = "Form" }] } }
+steps = [{ wait = "30d" }, { action = "send_email", params = { template = "later" } }]
+"""
+RECONFIG_AFTER = """
+[scoring.default]
+[[scoring.default.rules]]
+name = "form"
+points = 45
+all = [{ field = "event.name", op = "eq", value = "Form" }]
+[segments.added]
+all = [{ field = "score.default", op = "ge", value = 40 }]
+[stages]
+bands = [{ name = "cold", min = 0 }, { name = "warm", min = 30 }, { name = "hot", min = 100 }]
+"""
+
+
+def test_a_contact_saved_under_another_config_is_brought_in_line_with_this_one() -> None:
+    """Removed segments, profiles and workflows leave nothing behind; a new segment takes in the contacts that
+    match and changed stage bands move them, each with its trigger, as of the time given."""
+    from engine.engine import Engine
+
+    line = b'{"type":"track","event":"Form","userId":"u1","timestamp":"2026-01-05T08:00:00Z","messageId":"m1"}'
+    event = decode_line(line)
+    assert isinstance(event, Event)
+    contact = run_events(parse_config(RECONFIG_BEFORE, "before.toml"), [event]).contacts()["u1"]
+    assert set(contact.segments) == {"removed"} and set(contact.scores) == {"default", "gone"} and contact.runs
+    engine = Engine(parse_config(RECONFIG_AFTER, "after.toml"))
+    now = event.ts + 60_000
+    changed, fired = engine.reconfigured(contact, now, "config:after")
+    assert changed
+    assert set(contact.segments) == {"added"} and set(contact.scores) == {"default"}
+    assert not contact.runs and not [k for k in contact.timers if k.startswith("wf:")]
+    assert [(t.action, t.params, t.event_time, t.reason["cause"]) for t in fired] == [
+        ("stage_changed", {"from": "sales_ready", "to": "warm"}, now, "config:after"),
+        ("segment_entered", {"segment": "added"}, now, "config:after")]
+    assert engine.reconfigured(contact, now, "config:after") == (False, [])  # once in line, nothing more

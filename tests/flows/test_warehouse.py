@@ -308,3 +308,38 @@ def test_a_workflow_counts_a_person_once_across_their_anonymous_part(tmp_path: P
                            ).fetchall() == [("2026-01-05", "nudge", 1, 2)]
     finally:
         con.close()
+
+
+def test_a_resume_under_a_changed_config_brings_the_contacts_in_line(clickstream: Path, tmp_path: Path) -> None:
+    """Resumed with a segment and a scoring profile removed and a segment added, the warehouse holds no members
+    or scores of what is gone (they stayed for ever), and the new segment's members, each with its trigger."""
+    full = CONFIG.read_text()
+    out, recovery = tmp_path / "out", tmp_path / "recovery"
+    run_into(out, [clickstream], "--recovery", str(recovery))
+    start = full.index("[scoring.end_user]")
+    changed = full[:start] + full[full.index("[grade]"):]
+    start = changed.index("[segments.decision_makers]")
+    changed = changed[:start] + changed[changed.index("[completion_actions.form_autoresponder]"):]
+    changed += '\n[segments.regulars]\nall = [{ field = "visits", op = "ge", value = 3 }]\n'
+    config = tmp_path / "changed.toml"
+    config.write_text(changed)
+    before = tables(out / "warehouse.duckdb")
+    assert [r for r in before["segment_members"] if r[0] == "decision_makers"]
+    assert [r for r in before["contact_scores"] if r[1] == "end_user"]
+    run_into(out, [clickstream], "--recovery", str(recovery), config=config)
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM segment_members WHERE segment = 'decision_makers'").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM contacts WHERE list_contains(segments, 'decision_makers')"
+                           ).fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM contact_scores WHERE profile = 'end_user'").fetchone() == (0,)
+        regulars = {r[0] for r in con.execute("SELECT contact_id FROM segment_members WHERE segment = 'regulars'"
+                                              ).fetchall()}
+        should = {r[0] for r in con.execute("SELECT contact_id FROM contacts WHERE visits >= 3 AND deleted IS NOT TRUE"
+                                            ).fetchall()}
+        entered = {r[0] for r in con.execute("SELECT contact_id FROM triggers WHERE action = 'segment_entered' "
+                                             "AND rule = 'segments.regulars'").fetchall()}
+    finally:
+        con.close()
+    assert should and regulars == should == entered
+    assert last_snapshot(out / "warehouse.duckdb")["lines_read"] == 20_000, "the resumed run read nothing twice"
