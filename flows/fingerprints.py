@@ -58,3 +58,7 @@ class Fingerprints:
         if fingerprint is not None:
             self._known[path] = (st.st_dev, st.st_ino, st.st_size, fingerprint)
         return fingerprint
+
+    def forget(self, path: str) -> None:
+        """Read the file's fingerprint afresh next time: it was truncated, perhaps written past its old size again."""
+        self._known.pop(path, None)

@@ -91,6 +91,9 @@ def expand_inputs(paths: list[str], follow: bool) -> list[str]:
     return parts
 
 
+# How many of a followed file's first bytes tell whether it was truncated and written again.
+HEAD_BYTES = 64
+
 # What a directory's files must end with to be read; anything else in it is left alone.
 INPUT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".ndjson", ".gz")
 
@@ -141,6 +144,9 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         self.finished: set[str] = set(resume[3]) if resume is not None and len(resume) > 3 else set()
         self.fingerprints = fingerprints.Fingerprints()
         self.current_fp: str | None = None  # the current file's, once its first line is known
+        # A followed plain file's first bytes: when they change, the file was truncated and
+        # written again (copytruncate) even if it grew back past the read position meanwhile.
+        self.head: bytes | None = None
         self.fh: BinaryIO | None = None
         self.reader: LineReader | None = None
         # Nothing more can be read from the current file (a compressed stream cut short or
@@ -179,7 +185,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
         if not path.exists():
             return
         self.fh = _open(path)
-        if self.is_dir and self.line_no:
+        if (self.is_dir or self.follow) and self.line_no:
             self.current_fp = self.fingerprints.of(self.file)  # resumed past its first line
         # A followed file's writer may be mid-line: its fragment waits for the rest.
         self.reader = LineReader(self.fh, keep_partial=self.follow)
@@ -190,6 +196,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
                 self.unreadable = not self.reader.skip(self.line_no)
         elif self.offset:
             self.fh.seek(self.offset)
+            self._note_head()
         PROGRESS.add_total(self.name, path.stat().st_size)
 
     def _pending(self) -> int:
@@ -229,9 +236,96 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             self.finished.add(self.current_fp)
         self.current_fp = None
 
+    def _note_head(self) -> None:
+        """Remember a followed plain file's first bytes (see ``head``)."""
+        fh = self._plain_file()
+        if fh is None or not self.follow:
+            return
+        try:
+            self.head = os.pread(fh.fileno(), HEAD_BYTES, 0) or None
+        except OSError:
+            self.head = None
+
+    def _head_changed(self) -> bool:
+        """True when a followed plain file no longer starts with the bytes it started with."""
+        fh = self._plain_file()
+        if fh is None or self.head is None:
+            return False
+        try:
+            return os.pread(fh.fileno(), len(self.head), 0) != self.head
+        except OSError:
+            return False
+
+    def _copy_of_current(self) -> str | None:
+        """After a copytruncate: the copy that holds what was not read yet, if it is there.
+
+        logrotate's copytruncate copies the file (a new file with the same first line, so
+        the same fingerprint) and then empties it: the lines written between the last read
+        and the copy are in the copy only. A copy at least as long as what was read is read
+        on from there, then the emptied file from its start; a copy compressed already
+        cannot be, and its rest is lost. A followed file's copy is looked for beside it,
+        under a name that starts with its own.
+        """
+        if self.current_fp is None or self.file is None:
+            return None
+        want = self.offset
+        # Any name: logrotate names the copy events.jsonl.1, which a directory's reading skips.
+        here = Path(self.name) if self.is_dir else Path(self.file).parent
+        prefix = "" if self.is_dir else Path(self.name).name
+        try:
+            names = sorted(str(f) for f in here.iterdir() if f.name.startswith(prefix) and f.is_file())
+        except OSError:
+            return None
+        for f in names:
+            if f.endswith(".gz") or self._is_current(f):
+                continue
+            try:
+                size = os.stat(f).st_size
+            except OSError:
+                continue
+            if size >= want and self.fingerprints.of(f) == self.current_fp:
+                return f
+        return None
+
+    def _truncated(self) -> None:
+        """The current followed file was truncated (and maybe written again): read on in its copy, or from its start."""
+        assert self.fh is not None
+        if self.file is not None:
+            self.fingerprints.forget(self.file)  # its content, and so its first line, is new
+        copy = self._copy_of_current()
+        if copy is not None:
+            self.fh.close()
+            self.file = copy
+            self.fh = _open(Path(copy))
+            self.fh.seek(self.offset)
+            self.reader = LineReader(self.fh, keep_partial=True)
+            self._note_head()
+            return
+        # The lines now in it are new ones, from its start. Its unfinished last line went with
+        # the old content.
+        self.fh.seek(0)
+        self.line_no, self.offset, self.head = 0, 0, None
+        self.reader = LineReader(self.fh, keep_partial=True)
+        self._finish_current()  # what it held was read; a copy of it is not new
+
+    def _in_copy(self) -> bool:
+        """Whether a followed file is being read in its copy (a copy is complete: its last line is one)."""
+        return not self.is_dir and self.file not in (None, self.name)
+
+    def _back_from_copy(self) -> bool:
+        """A followed file's copy, read after a copytruncate, is read to its end: back to the file, from its start."""
+        if self.is_dir or self.file in (None, self.name) or self.fh is None:
+            return False
+        self.fh.close()
+        self.fh, self.reader, self.file, self.line_no, self.offset = None, None, self.name, 0, 0
+        self.head, self.current_fp = None, None
+        self._open_current()
+        return True
+
     def _note_first_line(self, line: bytes) -> None:
         """The current file's fingerprint, from its first line as handed out."""
-        if not self.is_dir or self.current_fp is not None:
+        self._note_head()
+        if not (self.is_dir or (self.follow and self._plain_file() is not None)) or self.current_fp is not None:
             return
         try:
             st = os.fstat(self.fh.fileno()) if self.fh is not None else os.stat(self.file or "")
@@ -308,16 +402,15 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             judged = _too_large(lines, oversize)
             if reader.error is not None:
                 lines, size, judged = self._read_error(reader, lines, size, judged)
-        self.offset += size
-        if not lines and self.follow and self._rotated_in_place():
-            # Truncated below what was read (logrotate's copytruncate): the lines now in it
-            # are new ones, from its start. Its unfinished last line went with the old content.
-            self.fh.seek(0)
-            self.line_no, self.offset = 0, 0
-            self.reader = LineReader(self.fh, keep_partial=True)
-            self._finish_current()  # what it held was read; a copy of it is not new
+        if self.follow and ((not lines and self._rotated_in_place()) or (lines and first > 1 and self._head_changed())):
+            # Truncated (logrotate's copytruncate), even if written past the read position
+            # again meanwhile: what was just read is the new content at the old position,
+            # and is dropped; it is read again from the new content's start.
+            self._truncated()
+            self.busy = True
             return []
-        if not lines and reader.pending and (self._pending_files() or self._replaced()
+        self.offset += size
+        if not lines and reader.pending and (self._pending_files() or self._replaced() or self._in_copy()
                                              or (self.pipe is not None and self.pipe.eof)):
             # The writer has moved on to a newer file, so this one is finished, and its last
             # line is a line even without a newline (as at the end of a replayed file): it
@@ -333,7 +426,7 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             PROGRESS.add_read(self.name, size, len(lines))
             self.busy = True
             return [SourceBatch(self.name, first, self.file or self.name, lines, judged=judged)]
-        if self._next_file() or self._reopen_replaced():
+        if self._next_file() or self._reopen_replaced() or self._back_from_copy():
             self.busy = True
             return []
         return self._idle_or_eof()

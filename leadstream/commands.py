@@ -236,6 +236,9 @@ def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = Tru
             probe.unlink()
         except OSError as ex:
             raise UsageError(f"{flag} {path}: cannot write in {path.parent} ({ex.strerror})") from None
+    if clean:
+        for path in files:
+            _lock_output(path, flags[path])
     if clean and not resuming:
         # A fresh run publishes a new warehouse, and an earlier run's parts become orphans. A
         # reader may still have the earlier warehouse open, whose views read those parts: they
@@ -251,6 +254,43 @@ def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = Tru
             if isinstance(path, Path):
                 path.write_bytes(b"")
     return warehouse, triggers, dead
+
+
+# Open lock files of this process's outputs: held until it exits, however it exits.
+_LOCKS: dict[Path, int] = {}
+
+
+def _lock_output(path: Path, flag: str) -> None:
+    """Hold an exclusive lock on an output for this run (a hidden ``.NAME.lock`` beside it).
+
+    Two runs writing one output interleaved their triggers and replaced each other's
+    warehouse; the second is refused, with the first one's process id. The kernel drops
+    the lock when the process ends, a crash included, so a stale file never blocks.
+    """
+    import fcntl
+
+    lock = path.parent / f".{path.name}.lock"
+    key = lock.resolve()
+    if key in _LOCKS:
+        return
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise UsageError(f"{flag} {path}: another run (process {holder}) is writing it; wait for that run to end "
+                         "or stop it, or write to another file") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _LOCKS[key] = fd
+
+
+def _release_outputs() -> None:
+    """Let go of the outputs' locks: the run is over (a process that ends lets go of them anyway)."""
+    while _LOCKS:
+        _, fd = _LOCKS.popitem()
+        os.close(fd)
 
 
 def _input_parts(args: argparse.Namespace) -> tuple[tuple[str, ...], str | None]:
@@ -739,7 +779,10 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """`leadstream run`."""
     config = load_config(args.config)
-    summary = run_flow(config, args)
+    try:
+        summary = run_flow(config, args)
+    finally:
+        _release_outputs()
     pid = getattr(args, "process_id", None)
     if pid not in (None, 0):
         # One process of a multi-machine cluster: process 0 reports for all of them.
@@ -910,7 +953,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shards=None, quiet=False, recovery=None, epoch_interval=10.0,
     )
     print(f"running {EXAMPLE_CONFIG.name} over it", file=sys.stderr)
-    summary = run_flow(load_config(EXAMPLE_CONFIG), run_args)
+    try:
+        summary = run_flow(load_config(EXAMPLE_CONFIG), run_args)
+    finally:
+        _release_outputs()
     print_summary(summary)
     wh = run_args.warehouse
     print(f"\nThe warehouse is {wh}. Open it read-only, e.g. in Python:\n"

@@ -284,3 +284,56 @@ def test_a_followed_directory_of_small_files_is_read_without_pausing_between_the
     assert seen == 200
     assert part.next_batch() == [] and part.next_awake() is not None  # caught up: poll, do not spin
     part.close()
+
+
+def _numbered(lo: int, hi: int) -> bytes:
+    return b"".join(b'{"n":%d}\n' % n for n in range(lo, hi))
+
+
+def _read_on(part: _LinePartition, calls: int = 12) -> list[bytes]:
+    """The lines of a followed partition's next few reads."""
+    seen: list[bytes] = []
+    for _ in range(calls):
+        seen += _lines(part)
+    return seen
+
+
+@pytest.mark.parametrize("layout", ["directory", "file"])
+@pytest.mark.parametrize("regrown", [False, True], ids=["emptied", "written-past-the-read-position"])
+def test_a_copytruncate_loses_no_line(tmp_path: Path, layout: str, regrown: bool) -> None:
+    """logrotate's copytruncate copies the file (events.jsonl.1) and then empties it: the lines written after the
+    last read are in the copy only, and are read there before the emptied file's new lines. Written again past
+    the read position before the next read, the file is known truncated by its first bytes, and no line is
+    spliced from the new content at the old position."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = folder / "events.jsonl"
+    path.write_bytes(_numbered(0, 5))
+    part = _LinePartition(str(folder if layout == "directory" else path), True, None)
+    seen = _lines(part)
+    assert len(seen) == 5
+    with path.open("ab") as fh:
+        fh.write(_numbered(5, 10))  # not read yet
+    (folder / "events.jsonl.1").write_bytes(path.read_bytes())  # the copy
+    with path.open("r+b") as fh:
+        fh.truncate(0)
+    with path.open("ab") as fh:
+        fh.write(_numbered(100, 140 if regrown else 102))
+    seen += _read_on(part)
+    assert seen == [b'{"n":%d}' % n for n in [*range(10), *range(100, 140 if regrown else 102)]]
+    part.close()
+
+
+def test_a_followed_file_written_again_past_its_read_position_is_read_from_its_start(tmp_path: Path) -> None:
+    """Without a copy beside it, a file truncated and written past the read position before the next read is read
+    from its new start: the new content at the old position was spliced into one dead letter, the rest skipped."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(_numbered(0, 5))
+    part = _LinePartition(str(path), True, None)
+    assert len(_lines(part)) == 5
+    with path.open("r+b") as fh:
+        fh.truncate(0)
+    with path.open("ab") as fh:
+        fh.write(_numbered(100, 130))
+    assert _read_on(part) == [b'{"n":%d}' % n for n in range(100, 130)]
+    part.close()

@@ -229,3 +229,35 @@ def test_the_summary_shows_what_it_adds_up(buffered: int) -> None:
     assert ("buffered" in text) == bool(buffered)
     if buffered:
         assert "+ buffered)" in text and "buffered                  1" in text
+
+
+def test_a_second_run_on_the_same_outputs_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    """Two runs writing one warehouse or triggers file interleaved their output; the second is refused with exit 2
+    and the first one's process id, and once the first has ended (its lock goes with it) a run goes ahead."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    config = root / "examples" / "marketing.toml"
+    live = tmp_path / "live.jsonl"
+    live.write_text('{"type": "page", "anonymousId": "a-1", "messageId": "m-1", "timestamp": "2026-01-05T08:00:00Z"}\n')
+    outputs = ["--warehouse", str(tmp_path / "out" / "w.duckdb"), "--triggers", str(tmp_path / "out" / "t.jsonl")]
+    first = subprocess.Popen([sys.executable, "-m", "leadstream.cli", "run", "--config", str(config), "--input",
+                              str(live), "--follow", "--quiet", *outputs], cwd=root, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = tmp_path / "out" / ".w.duckdb.lock"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (lock.exists() and lock.read_text()):
+            time.sleep(0.05)
+        second = subprocess.run([sys.executable, "-m", "leadstream.cli", "run", "--config", str(config), "--input",
+                                 str(live), "--quiet", *outputs], cwd=root, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        assert f"another run (process {first.pid}) is writing it" in second.stderr, second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    third = subprocess.run([sys.executable, "-m", "leadstream.cli", "run", "--config", str(config), "--input",
+                            str(live), "--quiet", *outputs], cwd=root, capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0, third.stderr
