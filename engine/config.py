@@ -222,6 +222,15 @@ class Config:
                 keys.add(ref.group(1))
         return frozenset(keys)
 
+    def profile_decays(self) -> tuple[tuple[str, int | None, int | None, float | None], ...]:
+        """Each scoring profile and how it decays: (name, half_life_ms, inactive_after_ms, factor), by name."""
+        out = []
+        for name, profile in sorted(self.profiles.items()):
+            d = profile.decay
+            out.append((name, d.half_life_ms if d else None, d.inactive_after_ms if d else None,
+                        d.factor if d and d.inactive_after_ms else None))
+        return tuple(out)
+
     def rule_fingerprints(self) -> dict[str, str]:
         """Per automation rule, a hash of its definition: a changed rule counts as new."""
         rules = self.document.get("automation_rules", {})

@@ -109,10 +109,12 @@ def build_flow(config: Config, opts: FlowOptions) -> Dataflow:
     exports: Any = op.filter_map("exports", outputs, lambda kv: keep(("warehouse", kv[1][1])) if kv[1][0] == EXPORT else None)
     # ("warehouse", Export, Sealed in a cluster)
     fingerprint = config.fingerprint
+    profiles = config.profile_decays()
     snapshots = op.stateful_batch(
         "warehouse",
         exports,
-        lambda resume: WarehouseLogic(opts.warehouse, 2 * shards, opts.snapshot_interval_s, fingerprint, resume),
+        lambda resume: WarehouseLogic(opts.warehouse, 2 * shards, opts.snapshot_interval_s, fingerprint, resume,
+                                      profiles),
     )
     # ("warehouse", snapshot summary dict)
     op.inspect("snapshot_log", snapshots, lambda _step, item: PROGRESS.published(str(item[1])))

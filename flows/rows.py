@@ -29,7 +29,8 @@ CONTACT_PART = pa.schema(
         ("email", pa.string()),
         ("anonymous_ids", pa.list_(pa.string())),
         ("traits", pa.string()),
-        ("scores", pa.list_(pa.struct([("profile", pa.string()), ("score", pa.float64())]))),
+        # settled_at: when a decaying score was last brought to its value (see the contact_scores view).
+        ("scores", pa.list_(pa.struct([("profile", pa.string()), ("score", pa.float64()), ("settled_at", TS)]))),
         ("grade", pa.string()),
         ("fit", pa.float64()),
         ("stage", pa.string()),
@@ -125,7 +126,7 @@ def contact_row(c: ContactState, steps: dict[str, list[str]] | None = None) -> t
         c.email,
         list(c.anonymous_ids),
         _json(c.traits),
-        sorted(c.scores.items()),  # (profile, score) pairs
+        [(p, v, c.score_at.get(p)) for p, v in sorted(c.scores.items())],  # (profile, score, settled at)
         c.grade,
         c.fit,
         c.stage,

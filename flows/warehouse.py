@@ -183,8 +183,11 @@ class WarehouseLogic(StatefulBatchLogic):
     """One key, one writer: completes cuts, writes parts, publishes snapshots on an interval."""
 
     def __init__(self, path: Path, exporters: int, interval_s: float, config_fingerprint: str,
-                 resume: WarehouseState | None) -> None:
+                 resume: WarehouseState | None,
+                 profiles: tuple[tuple[str, int | None, int | None, float | None], ...] = ()) -> None:
         self.path = Path(path)
+        # (profile, half_life_ms, inactive_after_ms, factor) of the config: the scoring_profiles table.
+        self.profiles = profiles
         self.parts_dir = Path(str(self.path) + ".parts")
         self.exporters = exporters
         self.interval_s = interval_s
@@ -335,6 +338,7 @@ class WarehouseLogic(StatefulBatchLogic):
             totals=dict(st.totals),
             last_cut=st.last_cut,
             fingerprint=self.fingerprint,
+            profiles=self.profiles,
             writes=list(self._writes),
             previous=self._applied,
             purged=frozenset(st.purged),
@@ -470,6 +474,7 @@ class _BuildPlan:
     purged: frozenset[str] = frozenset()  # erased ids no part holds rows of any more
     checked: frozenset[str] = frozenset()  # dead-letter parts known to name no erased person
     threads: int = BUILD_THREADS
+    profiles: tuple[tuple[str, int | None, int | None, float | None], ...] = ()  # see WarehouseLogic
     # Set by the worker to give the build up (see WarehouseLogic._cancel_build); the
     # builder thread registers its connection, so a statement under way stops too.
     cancelled: bool = False
@@ -626,6 +631,10 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
             _create_view(con, name, sql, parts[name])
         elif prev is None:
             con.execute(sql)
+    # The config's profiles, for the contact_scores view: the run's config, resumed or not.
+    con.execute("DELETE FROM scoring_profiles")
+    if plan.profiles:
+        con.executemany("INSERT INTO scoring_profiles VALUES (?, ?, ?, ?)", list(plan.profiles))
     if prev is None:
         contact_parts, link_parts = parts["contacts"], parts["identities"]
     else:
@@ -640,13 +649,13 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
             CREATE TEMP TABLE current_contacts AS
             SELECT * EXCLUDE (rn) FROM (
                 SELECT *, row_number() OVER (PARTITION BY contact_id ORDER BY {_KNOWN_FIRST}filename DESC) AS rn
-                FROM read_parquet({_list(contact_parts)}, filename = true)
+                FROM read_parquet({_list(contact_parts)}, filename = true, union_by_name = true)
             ) WHERE rn = 1""")
         if prev is not None:
             con.execute("""DELETE FROM temp.main.current_contacts WHERE user_id IS NULL AND erased IS NOT TRUE
                            AND contact_id IN (SELECT contact_id FROM contacts WHERE user_id IS NOT NULL)""")
             changed = "(SELECT contact_id FROM temp.main.current_contacts)"
-            for table, key in (("contacts", "contact_id"), ("contact_scores", "contact_id"),
+            for table, key in (("contacts", "contact_id"), ("contact_score_values", "contact_id"),
                                ("segment_members", "contact_id"), ("workflow_members", "contact_id"),
                                ("merges", "anonymous_id")):
                 con.execute(f"DELETE FROM {table} WHERE {key} IN {changed}")
@@ -661,7 +670,7 @@ def _build(con: duckdb.DuckDBPyConnection, plan: _BuildPlan, parts: dict[str, li
                 first_campaign::JSON, visits, counts::JSON, lists, events, updated_at, erased
             FROM temp.main.current_contacts ORDER BY contact_id""")
         con.execute("""
-            INSERT INTO contact_scores SELECT contact_id, s.profile, s.score
+            INSERT INTO contact_score_values SELECT contact_id, s.profile, s.score, s.settled_at
             FROM (SELECT contact_id, unnest(scores) AS s FROM temp.main.current_contacts) ORDER BY 1, 2""")
         con.execute("""
             INSERT INTO segment_members SELECT s.segment, contact_id, s.since

@@ -34,12 +34,23 @@ CREATE TABLE contacts (
     deleted        BOOLEAN               -- erased on request (GDPR): only ids remain; its events are gone
 );
 
--- table: contact_scores
--- One row per contact and scoring profile the contact has points in.
-CREATE TABLE contact_scores (
+-- table: contact_score_values
+-- One row per contact and scoring profile the contact has points in, as the engine last
+-- settled it; read the contact_scores view, which brings half-life decay up to the snapshot.
+CREATE TABLE contact_score_values (
     contact_id VARCHAR,
     profile    VARCHAR,
-    score      DOUBLE
+    score      DOUBLE,
+    settled_at TIMESTAMP   -- event time the score had this value (decaying profiles only)
+);
+
+-- table: scoring_profiles
+-- The scoring profiles of the config the snapshot was built with, and how their scores decay.
+CREATE TABLE scoring_profiles (
+    profile          VARCHAR,
+    half_life_ms     BIGINT,     -- continuous decay: the score halves every half_life_ms of event time
+    inactive_after_ms BIGINT,    -- step decay: times factor for every inactive_after_ms without activity
+    factor           DOUBLE
 );
 
 -- table: identities
@@ -136,6 +147,20 @@ CREATE TABLE snapshots (
     config        VARCHAR,    -- fingerprint of the rules config
     suppressed    BIGINT      -- of accepted: events of contacts erased on request, applied to nothing, not stored
 );
+
+-- view: contact_scores
+-- Each contact's score per profile as of the snapshot's watermark. A half-life score fades
+-- continuously, and the engine settles it only when the contact has an event or a timer
+-- (a threshold crossing): brought here to the watermark, it is what a condition on it
+-- would read now. Step decay (inactive_after) is applied by its timers and shown as it is.
+CREATE VIEW contact_scores AS
+SELECT v.contact_id, v.profile,
+       CASE WHEN p.half_life_ms IS NULL OR v.settled_at IS NULL OR w.at IS NULL OR w.at <= v.settled_at THEN v.score
+            ELSE round(v.score * pow(2.0, -(epoch_ms(w.at) - epoch_ms(v.settled_at)) / p.half_life_ms), 9)
+       END AS score
+FROM contact_score_values v
+LEFT JOIN scoring_profiles p USING (profile)
+CROSS JOIN (SELECT max(watermark) AS at FROM snapshots) w;
 
 -- view: contacts_per_stage
 -- Contacts erased on request have no stage and are left out.

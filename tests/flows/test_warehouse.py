@@ -343,3 +343,32 @@ def test_a_resume_under_a_changed_config_brings_the_contacts_in_line(clickstream
         con.close()
     assert should and regulars == should == entered
     assert last_snapshot(out / "warehouse.duckdb")["lines_read"] == 20_000, "the resumed run read nothing twice"
+
+
+def test_half_life_scores_are_shown_as_of_the_snapshot(tmp_path: Path) -> None:
+    """A half-life score fades between the contact's events and timers: contact_scores shows it at the snapshot's
+    watermark (it showed the value at the last threshold crossing, about 11 points where 0.04 was right), and
+    scoring_profiles says how each profile decays."""
+    import orjson
+
+    config = tmp_path / "fading.toml"
+    config.write_text('[scoring.default]\ndecay = { half_life = "1d" }\n[[scoring.default.rules]]\nname = "form"\n'
+                      'points = 45\nall = [{ field = "event.name", op = "eq", value = "Form" }]\n'
+                      '[scoring.steady]\n[[scoring.steady.rules]]\nname = "form"\npoints = 3\n'
+                      'all = [{ field = "event.name", op = "eq", value = "Form" }]\n')
+    lines = [{"type": "track", "event": "Form", "userId": "u1", "timestamp": "2026-01-05T08:00:00Z"},
+             {"type": "group", "userId": "clock", "groupId": "g", "timestamp": "2026-01-15T08:00:00Z"}]
+    data = tmp_path / "events.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(dict(x, messageId=f"m{i}")) + b"\n" for i, x in enumerate(lines)))
+    run_into(tmp_path / "out", [data], config=config)
+    con = duckdb.connect(str(tmp_path / "out" / "warehouse.duckdb"), read_only=True)
+    try:
+        shown = dict(con.execute("SELECT profile, score FROM contact_scores WHERE contact_id = 'u1'").fetchall())
+        settled = con.execute("SELECT score FROM contact_score_values WHERE contact_id = 'u1' AND profile = 'default'"
+                              ).fetchone()
+        profiles = con.execute("SELECT * FROM scoring_profiles ORDER BY profile").fetchall()
+    finally:
+        con.close()
+    assert shown["default"] == pytest.approx(45 * 2 ** -10, abs=1e-8) and shown["steady"] == 3.0
+    assert settled is not None and settled[0] > 10  # the last crossing (awareness at 11) settled it there
+    assert profiles == [("default", 86_400_000, None, None), ("steady", None, None, None)]
