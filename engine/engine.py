@@ -295,6 +295,8 @@ class Engine:
         triggers: list[Trigger] = []
         self._settle(contact, now, set())
         self._derive(contact, now, occurrence, EVERYTHING, None, triggers)
+        # Workflows entered on a segment or stage start here too, as after any other change.
+        self._workflows_after(contact, now, None, occurrence, triggers)
         self._schedule(contact, now, True)
         return bool(triggers) or _derived(contact) != before, triggers
 

@@ -534,17 +534,14 @@ def wait_for_cluster(procs: list[Any], stopping: Any = lambda: False) -> list[tu
     for one, the parent killed the others while they finished and reported a crash.
     """
     failed: list[tuple[int, int]] = []
-    ok = {0}
 
-    def status(p: Any) -> int | None:
-        code = p.poll()
-        if code is not None and stopping():
-            ok.add(128 + signal.SIGTERM)
-        return code
+    def finished_ok() -> tuple[int, ...]:
+        return (0, 128 + signal.SIGTERM) if stopping() else (0,)
 
     # Every process polled each time: any() stopped at the first one still running, so a
     # later one that had failed went unseen while the first waited for it, for ever.
-    while None in [status(p) for p in procs]:
+    while None in [p.poll() for p in procs]:
+        ok = finished_ok()
         failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode is not None and p.returncode not in ok]
         if failed:
             # One process died: the cluster cannot go on. Stop the others by PID.
@@ -555,8 +552,7 @@ def wait_for_cluster(procs: list[Any], stopping: Any = lambda: False) -> list[tu
         time.sleep(0.02)  # how soon the summary follows the last process
     for p in procs:
         p.wait()
-    if stopping():
-        ok.add(128 + signal.SIGTERM)
+    ok = finished_ok()
     return failed or [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in ok]
 
 

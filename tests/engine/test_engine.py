@@ -274,6 +274,9 @@ all = [{ field = "event.name", op = "eq", value = "Form" }]
 all = [{ field = "score.default", op = "ge", value = 40 }]
 [stages]
 bands = [{ name = "cold", min = 0 }, { name = "warm", min = 30 }, { name = "hot", min = 100 }]
+[workflows.welcome_added]
+trigger = { entered_segment = "added" }
+steps = [{ action = "send_email", params = { template = "added" } }]
 """
 
 
@@ -295,5 +298,6 @@ def test_a_contact_saved_under_another_config_is_brought_in_line_with_this_one()
     assert not contact.runs and not [k for k in contact.timers if k.startswith("wf:")]
     assert [(t.action, t.params, t.event_time, t.reason["cause"]) for t in fired] == [
         ("stage_changed", {"from": "sales_ready", "to": "warm"}, now, "config:after"),
-        ("segment_entered", {"segment": "added"}, now, "config:after")]
+        ("segment_entered", {"segment": "added"}, now, "config:after"),
+        ("send_email", {"template": "added"}, now, "config:after")]
     assert engine.reconfigured(contact, now, "config:after") == (False, [])  # once in line, nothing more
