@@ -83,6 +83,10 @@ def parse_kafka_url(url: str) -> KafkaAddress:
     parts = urlsplit(url)
     if parts.scheme != "kafka":
         raise ValueError(f"{url}: expected kafka://host:port/topic")
+    if parts.query or parts.fragment:
+        # Settings go in --kafka-config; a query string was dropped without a word.
+        raise ValueError(f"{url}: a kafka:// address takes no ?query or #fragment; pass client settings with "
+                         "--kafka-config KEY=VALUE")
     brokers = tuple(b.strip() for b in parts.netloc.split(",") if b.strip())
     topic = parts.path.lstrip("/")
     if not brokers or not topic or "/" in topic:
@@ -131,7 +135,9 @@ def _topic(addr: KafkaAddress, config: dict[str, str] | None, timeout_s: float, 
     from confluent_kafka.admin import AdminClient
 
     try:
-        client = AdminClient({"bootstrap.servers": addr.bootstrap, **kafka_config(config)})
+        # Quiet unless asked otherwise: an unreachable broker is reported below, once, and
+        # librdkafka logged a line per attempt meanwhile (some 200 in the 10 s it waits).
+        client = AdminClient({"bootstrap.servers": addr.bootstrap, "log_level": "0", **kafka_config(config)})
     except KafkaException as ex:
         err = ex.args[0] if ex.args else ex
         raise ValueError(f"--kafka-config: {err.str() if hasattr(err, 'str') else err}") from None

@@ -246,6 +246,10 @@ def test_kafka_usage_errors(broker: Broker, clickstream: Path, tmp_path: Path) -
     assert res.returncode == 2 and "nope" in res.stderr, res.stderr
     res = leadstream("run", "--config", str(CONFIG), "--input", "kafka://no-port/x", *common, check=False)
     assert res.returncode == 2 and "host:port" in res.stderr, res.stderr
+    res = leadstream("run", "--config", str(CONFIG), "--input", f"kafka://{broker.bootstrap}/events?acks=all", *common,
+                     check=False)
+    assert res.returncode == 2 and "takes no ?query or #fragment; pass client settings with --kafka-config" \
+        in res.stderr, res.stderr
     res = leadstream("run", "--config", str(CONFIG), "--input", str(clickstream), "--kafka-eof", *common, check=False)
     assert res.returncode == 2 and "kafka://" in res.stderr, res.stderr
 
@@ -292,6 +296,7 @@ def test_kafka_output_and_config_mistakes_are_usage_errors(broker: Broker, click
     for argv, expected in cases:
         res = leadstream("run", "--config", str(CONFIG), *argv, check=False, timeout=60)
         assert res.returncode == 2 and expected in res.stderr and "Traceback" not in res.stderr, (argv, res.stderr)
+        assert "|FAIL|" not in res.stderr, "librdkafka's connection log, a line per attempt"
 
 
 def test_a_message_the_broker_does_not_take_fails_the_batch() -> None:
