@@ -18,6 +18,9 @@ from typing import Any, Callable, TypeVar
 
 R = TypeVar("R")
 
+# The progress line's rate is over about this many seconds.
+RATE_WINDOW_S = 10.0
+
 # The steps in the order the summary shows them (the flow's order); "gc" is the
 # collector passes of flows.runtime.checkpoint, wherever they ran.
 STEPS = ("read", "decode", "identity", "contacts", "warehouse", "outputs", "gc")
@@ -35,6 +38,8 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     step_seconds: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # (time, lines) as the display last asked, for a rate over the recent past.
+    samples: list[tuple[float, int]] = field(default_factory=list)
 
     def reset(self) -> None:
         """Start over for a new run in this process (counters, clock and step times)."""
@@ -43,6 +48,7 @@ class Progress:
             self.lines = self.snapshots = 0
             self.last_snapshot = ""
             self.started = time.monotonic()
+            self.samples = []
 
     def add_time(self, step: str, seconds: float) -> None:
         """Add the worker's time inside one call of a step."""
@@ -73,15 +79,25 @@ class Progress:
             self.snapshots += 1
             self.last_snapshot = text
 
-    def line(self) -> str:
-        """One status line: percent read, lines, rate, snapshots."""
+    def line(self, now: float | None = None) -> str:
+        """One status line: percent read, lines, rate over the last RATE_WINDOW_S, snapshots.
+
+        The percent is of the files' sizes when opened, so it is left out once a followed
+        file has grown past them (it showed 531 %); the rate is recent, not the run's
+        average, which kept falling while a followed input was quiet.
+        """
+        now = time.monotonic() if now is None else now
         with self.lock:
             total = sum(self.total_bytes.values())
             done = sum(self.read_bytes.values())
             lines, snaps = self.lines, self.snapshots
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        pct = f"{100 * done / total:5.1f}% " if total else ""
-        return f"{pct}{lines:,} lines  {lines / elapsed:,.0f} lines/s  {snaps} snapshots"
+            self.samples.append((now, lines))
+            while len(self.samples) > 1 and now - self.samples[1][0] >= RATE_WINDOW_S:
+                self.samples.pop(0)
+            since, before = self.samples[0] if now - self.samples[0][0] > 0 else (self.started, 0)
+        rate = (lines - before) / max(now - since, 1e-9)
+        pct = f"{100 * done / total:5.1f}% " if total and done <= total else ""
+        return f"{pct}{lines:,} lines  {rate:,.0f} lines/s  {snaps} snapshots"
 
 
 PROGRESS = Progress()

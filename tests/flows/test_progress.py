@@ -70,3 +70,22 @@ def test_step_shares(steps: dict[str, float], elapsed: float, expected: list[tup
     got = [(name, share) for name, _, share in step_shares(steps, elapsed)]
     assert [n for n, _ in got] == [n for n, _ in expected]
     assert [s for _, s in got] == pytest.approx([s for _, s in expected])
+
+
+def test_the_progress_line_shows_a_recent_rate_and_no_percent_past_the_files() -> None:
+    """A followed input's rate is what it reads now, not the run's average falling while it is quiet; the percent
+    of the files' sizes when opened is left out once a followed file grew past them (it showed 531 %)."""
+    p = Progress()
+    p.reset()
+    start = p.started
+    p.add_total("in.jsonl", 1000)
+    p.add_read("in.jsonl", 500, 5_000)
+    assert p.line(start + 1.0).startswith(" 50.0% 5,000 lines  5,000 lines/s")
+    p.add_read("in.jsonl", 2_000, 5_000)  # the file grew past its size when opened
+    line = p.line(start + 2.0)
+    assert "%" not in line and "10,000 lines" in line
+    for t in range(3, 40):  # quiet for half a minute: the rate falls to nothing
+        line = p.line(start + t)
+    assert "10,000 lines  0 lines/s" in line
+    p.add_read("in.jsonl", 100, 2_000)  # then 2,000 lines
+    assert p.line(start + 41).startswith("12,000 lines  200 lines/s")  # over the last 10 s, not the run's 293
