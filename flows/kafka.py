@@ -33,7 +33,7 @@ from engine.decode import too_large_detail
 
 from .lines import MAX_LINE_BYTES
 from .progress import PROGRESS, timed
-from .sources import IDLE_AFTER_S, MAX_BATCH_LINES, POLL, STOP, SourceBatch
+from .sources import IDLE_AFTER_S, MAX_BATCH_LINES, POLL, STARTED, STOP, SourceBatch
 
 
 def message_batches(name: str, msgs: list[Any]) -> list[SourceBatch]:
@@ -280,6 +280,7 @@ class KafkaLineSource(FixedPartitionedSource[SourceBatch, Any]):
 
     def list_parts(self) -> list[str]:
         """The partitions listed when the run started (every process lists the same)."""
+        STARTED.set()
         return list(self.parts)
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _KafkaLinePartition:

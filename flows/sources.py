@@ -38,6 +38,9 @@ IDLE_AFTER_S = 0.2
 # Set by the CLI on SIGINT/SIGTERM: every partition ends its input as if the files ended
 # there, so the run finishes cleanly (final snapshot, summary) instead of dying mid-batch.
 STOP = threading.Event()
+# Set once a worker lists the input's partitions, which Bytewax asks for after the processes
+# of a cluster have connected: until then a stop signal cannot reach the flow.
+STARTED = threading.Event()
 # Partitions of this process that were read to their end (not stopped by STOP): a stop
 # that comes after every one of them ended cut nothing short.
 READ_TO_END: set[str] = set()
@@ -518,6 +521,7 @@ class LineSource(FixedPartitionedSource[SourceBatch, Any]):
 
     def list_parts(self) -> list[str]:
         """One partition per input file (or followed path)."""
+        STARTED.set()
         return list(self.parts)
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _LinePartition:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import duckdb
 
@@ -416,7 +418,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     from flows.progress import PROGRESS, ProgressDisplay
     from flows.router import CUT_EVERY_LINES
     from flows.runtime import CHECKPOINT_S, REPLAY_CHECKPOINT_S, tuned_gc
-    from flows.sources import READ_TO_END, STOP
+    from flows.sources import READ_TO_END, STARTED, STOP
 
     _check_cluster_args(args)
     parts, kafka_input = _input_parts(args)
@@ -448,6 +450,7 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     PROGRESS.reset()
     started = time.monotonic()
     STOP.clear()
+    STARTED.clear()
     READ_TO_END.clear()
     _STOPPED_BY.clear()
     previous = {sig: signal.signal(sig, _stop_reading) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -455,8 +458,9 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         with tuned_gc(CHECKPOINT_S if follow else REPLAY_CHECKPOINT_S), ProgressDisplay() if not args.quiet else _Nothing():
             if pid is not None:
                 wait_for_peers(args.addresses.split(";"), pid)
-                cli_main(flow, workers_per_process=args.workers, process_id=pid,
-                         addresses=args.addresses.split(";"), epoch_interval=epoch, recovery_config=recovery)
+                with _stoppable_while_connecting():
+                    cli_main(flow, workers_per_process=args.workers, process_id=pid,
+                             addresses=args.addresses.split(";"), epoch_interval=epoch, recovery_config=recovery)
             elif args.workers == 1:
                 run_main(flow, epoch_interval=epoch, recovery_config=recovery)
             else:
@@ -635,6 +639,48 @@ def _stop_reading(signum: int, _frame: Any) -> None:
     STOP.set()
     _STOPPED_BY[:] = [signum]
     print(f"\n{signal.Signals(signum).name}: finishing what was read (again to abort)", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _stoppable_while_connecting() -> Iterator[None]:
+    """Let SIGINT and SIGTERM end a cluster process that is still waiting for its peers to connect.
+
+    Bytewax waits for them inside Rust, where Python's signal handlers do not run, so such a
+    process ignored both for ever. The signal's number still reaches a wake-up pipe, which a
+    thread watches: before the flow has started (nothing read, nothing to finish) it ends the
+    process at once; after, the handler that finishes what was read does its work as before.
+    """
+    from flows.sources import STARTED
+
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            try:
+                data = os.read(r, 1)
+            except OSError:
+                return
+            if not data or data[0] == 0:  # the end of the wait (written below)
+                return
+            if not STARTED.is_set():
+                name = signal.Signals(data[0]).name
+                print(f"\n{name}: stopped while waiting for the cluster's other processes to connect; nothing was "
+                      "read", file=sys.stderr)
+                sys.stderr.flush()
+                os._exit(128 + data[0])
+
+    watcher = threading.Thread(target=watch, name="leadstream-connect-signals", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.write(w, b"\0")
+        watcher.join(1.0)
+        os.close(w)
+        os.close(r)
 
 
 class _Nothing:

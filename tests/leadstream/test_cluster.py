@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -112,3 +113,35 @@ def test_processes_stopped_as_asked_are_not_failures() -> None:
     started = time.monotonic()
     assert wait_for_cluster(procs, lambda: False) == [(0, 143)]
     assert time.monotonic() - started < 20 and procs[1].returncode is not None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_process_waiting_for_its_peers_stops_when_asked(tmp_path: Path, sig: signal.Signals) -> None:
+    """One process of a --process-id/--addresses cluster whose peer never comes waits inside Bytewax, where the
+    signal handlers do not run: SIGTERM and SIGINT were ignored for ever. It now ends at once, saying why."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "page", "anonymousId": "a-1", "messageId": "m-1", "timestamp": "2026-01-05T08:00:00Z"}\n')
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leadstream.cli", "run", "--config", str(root / "examples" / "marketing.toml"),
+         "--input", str(events), "--warehouse", str(tmp_path / "w.duckdb"), "--triggers", str(tmp_path / "t.jsonl"),
+         "--process-id", "0", "--addresses", f"127.0.0.1:{ports[0]};127.0.0.1:{ports[1]}", "--quiet"],
+        cwd=root, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and ports[0] not in (listening_ports() or set()):
+            time.sleep(0.05)  # listening: it waits for process 1 now
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig
+    assert "stopped while waiting for the cluster's other processes to connect" in err, err
