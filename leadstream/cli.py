@@ -180,6 +180,19 @@ def _add_flow_commands(sub: argparse._SubParsersAction) -> None:
     commands.register(sub)
 
 
+def _root_cause(ex: BaseException) -> str:
+    """The innermost exception of a chain (Bytewax wraps a step's error in its own), as one line."""
+    seen = set()
+    while id(ex) not in seen:
+        seen.add(id(ex))
+        inner = ex.__cause__ or ex.__context__
+        if inner is None:
+            break
+        ex = inner
+    text = str(ex).strip().splitlines()
+    return f"{type(ex).__name__}: {text[-1] if text else ''}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``leadstream`` console script."""
     parser = build_parser()
@@ -209,6 +222,17 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # as a shell reports a program that SIGPIPE ended
+    except BaseException as ex:  # noqa: BLE001 - a run that fails says what to do, after the traceback
+        # BaseException: Bytewax's Rust panics (pyo3's PanicException) are not Exceptions.
+        if args.command != "run" or isinstance(ex, (SystemExit, GeneratorExit)):
+            raise
+        import traceback
+
+        traceback.print_exc()
+        print(f"leadstream run: the run failed: {_root_cause(ex)}\nWhat was read since the last recovery snapshot is "
+              "not in the outputs. Fix the cause, then run the same command again: with --recovery DIR it resumes "
+              "from that snapshot, without it it starts over", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -261,3 +261,24 @@ def test_a_second_run_on_the_same_outputs_is_refused_while_the_first_runs(tmp_pa
     third = subprocess.run([sys.executable, "-m", "leadstream.cli", "run", "--config", str(config), "--input",
                             str(live), "--quiet", *outputs], cwd=root, capture_output=True, text=True, timeout=120)
     assert third.returncode == 0, third.stderr
+
+
+def test_a_run_that_fails_says_why_and_what_to_do_last(tmp_path: Path) -> None:
+    """A failure inside the flow (here a recovery folder whose state is not a database) ends with one line that
+    names the innermost cause and what to do, after the traceback kept for a bug report; exit status 1."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "page", "anonymousId": "a-1", "messageId": "m-1", "timestamp": "2026-01-05T08:00:00Z"}\n')
+    argv = [sys.executable, "-m", "leadstream.cli", "run", "--config", str(root / "examples" / "marketing.toml"),
+            "--input", str(events), "--warehouse", str(tmp_path / "w.duckdb"), "--triggers", str(tmp_path / "t.jsonl"),
+            "--recovery", str(tmp_path / "rec"), "--quiet"]
+    assert subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=120).returncode == 0
+    (tmp_path / "rec" / "part-0.sqlite3").write_bytes(b"\x00not a database" * 100)
+    res = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-2:]
+    assert last[0].startswith("leadstream run: the run failed: ") and "file is not a database" in last[0], last
+    assert "Fix the cause, then run the same command again" in last[1]
