@@ -620,8 +620,13 @@ def _check_types(node: dict[str, Any], path: str, ctx: CompileContext) -> None:
                 else "")
             ctx.problems.add(f"{path}.value", f"{field_name} is {kind}, and {_show(v)} is not: the test would never "
                                               f"match, as types never coerce{hint}")
-        elif field_name == "event.type" and v not in EVENT_TYPES:
+        elif field_name == "event.type" and _folded(v, node) not in EVENT_TYPES:
             ctx.problems.add(f"{path}.value", f"unknown event type {v!r} (expected one of {', '.join(EVENT_TYPES)})")
+
+
+def _folded(value: Any, node: dict[str, Any]) -> Any:
+    """A test's value as it compares: lower case under ignore_case (the names it is checked against are)."""
+    return value.lower() if node.get("ignore_case") is True and isinstance(value, str) else value
 
 
 def _is_number(text: str) -> bool:
@@ -638,8 +643,9 @@ def _check_reference(node: dict[str, Any], path: str, ctx: CompileContext) -> No
     _check_types(node, path, ctx)
     values = value if isinstance(value, list) else [value]
     if field_name == "stage" and ctx.stages and op in ("eq", "ne", "in", "not_in"):
+        stages = [_folded(n, node) for n in ctx.stages]
         for v in values:
-            if v not in ctx.stages:
+            if _folded(v, node) not in stages:
                 ctx.problems.add(f"{path}.value", f"unknown stage {v!r} (expected one of {', '.join(ctx.stages)})")
     if field_name == "segments" and op == "contains" and value not in ctx.segments:
         ctx.problems.add(
@@ -648,8 +654,9 @@ def _check_reference(node: dict[str, Any], path: str, ctx: CompileContext) -> No
             f"{', '.join(ctx.segments) or 'none'})",
         )
     if field_name == "grade" and op in ("eq", "ne", "in", "not_in", "lt", "le", "gt", "ge"):
+        grades = [_folded(g, node) for g in ("A", "B", "C", "D", "E", "F")]
         for v in values:
-            if v not in ("A", "B", "C", "D", "E", "F"):
+            if _folded(v, node) not in grades:
                 ctx.problems.add(f"{path}.value", f"unknown grade {v!r} (expected one of A, B, C, D, E, F)")
 
 

@@ -219,7 +219,7 @@ class Engine:
 
     def _apply(self, contact: ContactState, event: Event, late: bool, merged: bool) -> list[Trigger]:
         now = event.ts
-        occ = event.occurrence(contact.contact_id)
+        occ = event.occurrence(contact.contact_id, contact.user_id is not None)
         if event.type == "track" and event.name == self.config.privacy.deletion_event:
             # Made before forgetting: actioners find the person by the e-mail address and the
             # devices it had (an e-mail tool knows no userId). The warehouse keeps neither.

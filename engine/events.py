@@ -98,17 +98,19 @@ class Event:
             return self.previous_id  # type: ignore[return-value]
         return self.anonymous_id or self.user_id  # type: ignore[return-value]
 
-    def occurrence(self, contact_id: str) -> str:
-        """The occurrence key of this event at a contact: its messageId, with ``@device`` when the
-        device is not the contact's own id.
+    def occurrence(self, contact_id: str, known: bool = True) -> str:
+        """The occurrence key of this event at a contact: its messageId, with ``@device`` unless the
+        device is the known contact's own id.
 
         Trigger ids and workflow runs are keyed by it. A messageId is unique per device, not
         per person (a tracker that counts messages from 1 on each device), and two devices of
         one contact sending the same one are two events: keyed by the messageId alone, their
-        order e-mails shared a trigger id, which actioners drop as a repeat.
+        order e-mails shared a trigger id, which actioners drop as a repeat. An anonymous
+        profile's events are keyed by device too, since its runs join a known contact's at a
+        merge, beside those of the person's other devices.
         """
         device = self.device_id
-        return self.message_id if device == contact_id else f"{self.message_id}@{device}"
+        return self.message_id if known and device == contact_id else f"{self.message_id}@{device}"
 
     def sort_key(self) -> tuple[int, str]:
         """The total order every shard applies events in: (event time, messageId)."""

@@ -146,6 +146,7 @@ def _topic(addr: KafkaAddress, config: dict[str, str] | None, timeout_s: float, 
         meta = client.list_topics(timeout=timeout_s)
     except Exception as ex:  # noqa: BLE001 - KafkaException: no broker answered
         raise ValueError(f"kafka://{addr.bootstrap}/{addr.topic}: no broker answered ({ex})") from None
+    _CLUSTERS[addr.bootstrap] = getattr(meta, "cluster_id", None)
     topic = meta.topics.get(addr.topic)
     if topic is None or topic.error is not None or not topic.partitions:
         why = "no such topic; create it first" if topic is None else (
@@ -169,9 +170,19 @@ def check_output_topic(addr: KafkaAddress, config: dict[str, str] | None = None,
     _topic(addr, config, timeout_s, "write to")
 
 
+# The cluster id each bootstrap list answered with, as the topic checks found it.
+_CLUSTERS: dict[str, str | None] = {}
+
+
 def same_topic(a: KafkaAddress, b: KafkaAddress) -> bool:
-    """Whether two addresses name one topic of one cluster (a broker in common and the same name)."""
-    return a.topic == b.topic and bool(set(a.brokers) & set(b.brokers))
+    """Whether two addresses name one topic of one cluster: the same name, and a broker in common or,
+    once both were checked (``_topic``), the same cluster id (localhost:9092 and 127.0.0.1:9092 are one)."""
+    if a.topic != b.topic:
+        return False
+    if set(a.brokers) & set(b.brokers):
+        return True
+    ids = _CLUSTERS.get(a.bootstrap), _CLUSTERS.get(b.bootstrap)
+    return ids[0] is not None and ids[0] == ids[1]
 
 
 # After this long without messages a followed partition counts as idle even if the broker's
@@ -311,7 +322,8 @@ def message_limit(config: dict[str, str] | None) -> int:
         limit = int((config or {}).get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
     except ValueError:
         limit = DEFAULT_MESSAGE_MAX_BYTES
-    return max(1024, limit - MESSAGE_OVERHEAD)
+    # The framing's room, but never more than half of a small limit (librdkafka takes 1,000 and up).
+    return max(1, limit - min(MESSAGE_OVERHEAD, limit // 2))
 
 
 def fit_dead_letter(line: str, limit: int) -> str:

@@ -91,10 +91,12 @@ class Progress:
             total = sum(self.total_bytes.values())
             done = sum(self.read_bytes.values())
             lines, snaps = self.lines, self.snapshots
+            if not self.samples:
+                self.samples.append((self.started, 0))  # lines read before the first look count too
             self.samples.append((now, lines))
             while len(self.samples) > 1 and now - self.samples[1][0] >= RATE_WINDOW_S:
                 self.samples.pop(0)
-            since, before = self.samples[0] if now - self.samples[0][0] > 0 else (self.started, 0)
+            since, before = self.samples[0]
         rate = (lines - before) / max(now - since, 1e-9)
         pct = f"{100 * done / total:5.1f}% " if total and done <= total else ""
         return f"{pct}{lines:,} lines  {rate:,.0f} lines/s  {snaps} snapshots"

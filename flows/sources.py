@@ -78,14 +78,8 @@ def expand_inputs(paths: list[str], follow: bool) -> list[str]:
                 parts.append(str(path))
             else:
                 parts.extend(str(p) for p in _dir_files(path))
-        elif path.exists():
-            parts.append(str(path))
-        elif follow:
-            # A followed path that does not exist yet is waited for as a file: whether it will
-            # be a directory cannot be told, and one that became a directory stopped the run.
-            if not path.name.endswith(INPUT_SUFFIXES):
-                raise FileNotFoundError(f"--input {raw}: does not exist yet; --follow waits for a file whose name ends "
-                                        f"with {', '.join(INPUT_SUFFIXES)}, and a directory must exist before the run")
+        elif path.exists() or follow:
+            # A followed path that does not exist yet is waited for, as a file or a directory.
             parts.append(str(path))
         else:
             raise FileNotFoundError(f"--input {raw}: no such file or directory")
@@ -179,6 +173,10 @@ class _LinePartition(StatefulSourcePartition[SourceBatch, Any]):
             # A pause in the pipe is not its end: an unfinished line waits for its rest.
             self.reader = LineReader(self.fh, keep_partial=True)
             return
+        if not self.is_dir and self.file in (None, self.name) and Path(self.name).is_dir():
+            # A followed path that did not exist when the run started was taken for a file,
+            # and was created as a directory: read it as one (opening it stopped the run).
+            self.is_dir, self.file, self.line_no, self.offset = True, None, 0, 0
         files = self._candidates()
         if self.file is None:
             if not files:

@@ -197,7 +197,10 @@ class WarehouseLogic(StatefulBatchLogic):
         # A run killed while it built a snapshot left its build file (named by that run) beside
         # the warehouse, a whole copy of it, and no later run looked at another run's.
         for stale in self.path.parent.glob(f".{glob_escape(self.path.name)}.*.tmp*"):
-            stale.unlink(missing_ok=True)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)  # a build's DuckDB spill folder
+            else:
+                stale.unlink(missing_ok=True)
         self.last_publish = float("-inf")  # the first complete cut publishes at once
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="leadstream-parts")
         self._builder = ThreadPoolExecutor(1, thread_name_prefix="leadstream-publish")

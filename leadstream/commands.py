@@ -203,12 +203,12 @@ def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = Tru
         if isinstance(url, str):
             try:
                 addr = parse_kafka_url(url)
+                if clean:  # once per run: by the process that prepares the outputs
+                    check_output_topic(addr, _kafka_config(args))
                 if any(same_topic(addr, source) for source in inputs):
                     # The file outputs' rule, for topics: the run would read what it writes.
                     raise ValueError(f"{flag} {url}: is the input topic of this run too, which would read its own "
                                      "output back; name another topic")
-                if clean:  # once per run: by the process that prepares the outputs
-                    check_output_topic(addr, _kafka_config(args))
             except ValueError as ex:
                 raise UsageError(str(ex)) from None
     if triggers == dead and isinstance(triggers, str):
@@ -271,8 +271,10 @@ def _lock_output(path: Path, flag: str) -> None:
     """
     import fcntl
 
-    lock = path.parent / f".{path.name}.lock"
-    key = lock.resolve()
+    # Named by where the output really is: a symlink to another run's output is that output.
+    real = path.resolve()
+    lock = real.parent / f".{real.name}.lock"
+    key = lock
     if key in _LOCKS:
         return
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -457,8 +459,8 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     try:
         with tuned_gc(CHECKPOINT_S if follow else REPLAY_CHECKPOINT_S), ProgressDisplay() if not args.quiet else _Nothing():
             if pid is not None:
-                wait_for_peers(args.addresses.split(";"), pid)
                 with _stoppable_while_connecting():
+                    wait_for_peers(args.addresses.split(";"), pid)
                     cli_main(flow, workers_per_process=args.workers, process_id=pid,
                              addresses=args.addresses.split(";"), epoch_interval=epoch, recovery_config=recovery)
             elif args.workers == 1:

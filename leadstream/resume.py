@@ -41,7 +41,7 @@ def check_and_record(folder: Path, resuming: bool, shards: int, inputs: tuple[st
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as ex:
             record = {"unreadable": str(ex)}
-        if not isinstance(record, dict) or "unreadable" in record or not isinstance(record.get("inputs"), list):
+        if not _well_formed(record):
             why = record.get("unreadable") if isinstance(record, dict) and "unreadable" in record else "not a run record"
             raise ResumeMismatch(
                 f"--recovery {folder}: {RECORD} cannot be read ({why}), so this run cannot be checked against the saved "
@@ -70,6 +70,17 @@ def check_and_record(folder: Path, resuming: bool, shards: int, inputs: tuple[st
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(new, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _well_formed(record: Any) -> bool:
+    """Whether a parsed record has the shape ``check_and_record`` writes."""
+    if not isinstance(record, dict) or "unreadable" in record or type(record.get("shards")) is not int:
+        return False
+    inputs, outputs = record.get("inputs"), record.get("outputs")
+    entry_ok = lambda e: isinstance(e, dict) and isinstance(e.get("given"), str) and isinstance(e.get("absolute"), str)  # noqa: E731
+    return (isinstance(inputs, list) and all(entry_ok(i) for i in inputs)
+            and isinstance(outputs, dict) and all(isinstance(k, str) and entry_ok(v) for k, v in outputs.items())
+            and isinstance(record.get("cwd", ""), str))
 
 
 def _differences(record: dict[str, Any], shards: int, inputs: tuple[str, ...], outputs: dict[str, str]) -> list[str]:

@@ -191,3 +191,17 @@ def test_context_keys_are_what_conditions_and_placeholders_name(extra: str, keys
 
 def test_the_example_config_reads_only_the_campaign() -> None:
     assert load_config(Path(__file__).parents[2] / "examples" / "marketing.toml").context_keys() == {"campaign"}
+
+
+@pytest.mark.parametrize("test", [
+    '{ field = "event.type", op = "eq", value = "TRACK", ignore_case = true }',
+    '{ field = "stage", op = "in", value = ["Interest", "SALES_READY"], ignore_case = true }',
+    '{ field = "grade", op = "eq", value = "a", ignore_case = true }',
+], ids=["event-type", "stage", "grade"])
+def test_names_checked_under_ignore_case_compare_as_the_test_does(test: str) -> None:
+    """A name the check knows, written in another case with ignore_case, matches: it is not refused as unknown."""
+    field = "event" if "event.type" in test else "state"
+    toml = (f'[completion_actions.c]\nall = [{test}]\nactions = [{{ action = "notify_sales" }}]\n' if field == "event"
+            else f'[segments.s]\nall = [{test}]\n')
+    parse_config(toml, "cfg.toml")
+

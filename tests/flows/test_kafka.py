@@ -288,6 +288,9 @@ def test_kafka_output_and_config_mistakes_are_usage_errors(broker: Broker, click
           "--kafka-config", "socket.connection.setup.timeout.ms=1000"), "no broker answered"),
         (("--input", f"kafka://{broker.bootstrap}/loop", "--kafka-eof", "--triggers", f"kafka://{broker.bootstrap}/loop",
           *wh), "is the input topic of this run too"),
+        (("--input", f"kafka://{broker.bootstrap}/loop", "--kafka-eof", "--triggers",
+          f"kafka://{broker.bootstrap.replace('127.0.0.1', 'localhost')}/loop", *wh),
+         "is the input topic of this run too"),  # the same broker by another name: the same cluster id
         (("--input", f"kafka://{broker.bootstrap}/loop", "--kafka-eof", "--triggers", str(tmp_path / "t.jsonl"), *wh,
           "--kafka-config", "foo.bar=1"), 'No such configuration property: "foo.bar"'),
         (("--input", f"kafka://{broker.bootstrap}/loop", "--kafka-eof", "--triggers", str(tmp_path / "t.jsonl"), *wh,
@@ -328,3 +331,7 @@ def test_a_dead_letter_is_cut_to_the_topic_message_size() -> None:
     small = orjson.dumps({"reason": "invalid_json", "detail": "d", "raw": "x", "source": "t:1:3"}).decode()
     assert dead_letter_messages(("dead_letters", small), limit)[0].value == small.encode()
     assert message_limit({"message.max.bytes": "5000000"}) == 5_000_000 - 1024
+    tight = message_limit({"message.max.bytes": "1000"})  # librdkafka's smallest
+    assert tight < 1000
+    (msg,) = dead_letter_messages(("dead_letters", line), tight)
+    assert len(msg.value) <= tight and orjson.loads(msg.value)["reason"] == "too_large"

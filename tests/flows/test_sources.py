@@ -252,13 +252,13 @@ def test_a_followed_directory_resumes_from_a_snapshot_without_finished_files(tmp
 @pytest.mark.parametrize(("name", "follow", "result"), [
     ("later.jsonl", True, ["later.jsonl"]),
     ("later.jsonl.gz", True, ["later.jsonl.gz"]),
-    ("notyet", True, "does not exist yet; --follow waits for a file whose name ends with .jsonl"),
+    ("notyet", True, ["notyet"]),
     ("later.jsonl", False, "no such file or directory"),
 ], ids=["followed-file", "followed-gzip", "followed-directory", "replayed"])
-def test_a_missing_input_is_waited_for_only_as_a_followed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               name: str, follow: bool, result: object) -> None:
-    """A followed path that does not exist yet is a file to wait for; one without a JSONL name may become a
-    directory, which stopped the run with a traceback when it did, so it is refused up front."""
+def test_a_missing_input_is_waited_for_only_when_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          name: str, follow: bool, result: object) -> None:
+    """A followed path that does not exist yet is waited for (as a file or a directory, see below); a replayed
+    one is a mistake."""
     from flows.sources import expand_inputs
 
     monkeypatch.chdir(tmp_path)
@@ -336,4 +336,16 @@ def test_a_followed_file_written_again_past_its_read_position_is_read_from_its_s
     with path.open("ab") as fh:
         fh.write(_numbered(100, 130))
     assert _read_on(part) == [b'{"n":%d}' % n for n in range(100, 130)]
+    part.close()
+
+
+def test_a_followed_path_created_as_a_directory_is_read_as_one(tmp_path: Path) -> None:
+    """A followed path missing at the start is taken for a file; created as a directory (even with a JSONL name) its
+    files are read, where opening it stopped the run."""
+    path = tmp_path / "later.jsonl"
+    part = _LinePartition(str(path), True, None)
+    assert _lines(part) == []
+    path.mkdir()
+    (path / "a.jsonl").write_bytes(_numbered(0, 3))
+    assert _read_on(part, 4) == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
     part.close()

@@ -295,5 +295,9 @@ def test_a_build_file_left_by_a_killed_run_is_removed(tmp_path: Path) -> None:
     kept = [tmp_path / "w.duckdb.keep", tmp_path / ".other.duckdb.f5f241bc.tmp"]
     for f in stale + kept:
         f.write_bytes(b"x")
+    spill = tmp_path / ".w.duckdb.cafef00d.tmp.spill"  # a build's DuckDB temp_directory
+    spill.mkdir()
+    (spill / "block").write_bytes(b"x")
     warehouse.WarehouseLogic(path, 1, 0.0, "test", None)
     assert [f.exists() for f in stale] == [False] * 3 and all(f.exists() for f in kept)
+    assert not spill.exists()

@@ -115,8 +115,9 @@ def test_processes_stopped_as_asked_are_not_failures() -> None:
     assert time.monotonic() - started < 20 and procs[1].returncode is not None
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_process_waiting_for_its_peers_stops_when_asked(tmp_path: Path, sig: signal.Signals) -> None:
+@pytest.mark.parametrize(("sig", "process_id"), [(signal.SIGTERM, 0), (signal.SIGINT, 0), (signal.SIGTERM, 1)],
+                         ids=["SIGTERM", "SIGINT", "SIGTERM-second-process"])
+def test_a_process_waiting_for_its_peers_stops_when_asked(tmp_path: Path, sig: signal.Signals, process_id: int) -> None:
     """One process of a --process-id/--addresses cluster whose peer never comes waits inside Bytewax, where the
     signal handlers do not run: SIGTERM and SIGINT were ignored for ever. It now ends at once, saying why."""
     import subprocess
@@ -133,11 +134,13 @@ def test_a_process_waiting_for_its_peers_stops_when_asked(tmp_path: Path, sig: s
     proc = subprocess.Popen(
         [sys.executable, "-m", "leadstream.cli", "run", "--config", str(root / "examples" / "marketing.toml"),
          "--input", str(events), "--warehouse", str(tmp_path / "w.duckdb"), "--triggers", str(tmp_path / "t.jsonl"),
-         "--process-id", "0", "--addresses", f"127.0.0.1:{ports[0]};127.0.0.1:{ports[1]}", "--quiet"],
+         "--process-id", str(process_id), "--addresses", f"127.0.0.1:{ports[0]};127.0.0.1:{ports[1]}", "--quiet"],
         cwd=root, stderr=subprocess.PIPE, text=True)
     try:
+        if process_id == 1:
+            time.sleep(1.5)  # it waits for process 0 to listen first (leadstream.cluster), up to 10 s
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and ports[0] not in (listening_ports() or set()):
+        while process_id == 0 and time.monotonic() < deadline and ports[0] not in (listening_ports() or set()):
             time.sleep(0.05)  # listening: it waits for process 1 now
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=20)

@@ -255,6 +255,13 @@ def test_a_second_run_on_the_same_outputs_is_refused_while_the_first_runs(tmp_pa
                                  str(live), "--quiet", *outputs], cwd=root, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2
         assert f"another run (process {first.pid}) is writing it" in second.stderr, second.stderr
+        link = tmp_path / "elsewhere" / "t.jsonl"  # the same triggers file through a symlink
+        link.parent.mkdir()
+        link.symlink_to(tmp_path / "out" / "t.jsonl")
+        by_link = subprocess.run([sys.executable, "-m", "leadstream.cli", "run", "--config", str(config), "--input",
+                                  str(live), "--quiet", "--warehouse", str(tmp_path / "elsewhere" / "w.duckdb"),
+                                  "--triggers", str(link)], cwd=root, capture_output=True, text=True, timeout=120)
+        assert by_link.returncode == 2 and "--triggers" in by_link.stderr and "is writing it" in by_link.stderr
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)

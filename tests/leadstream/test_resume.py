@@ -72,7 +72,10 @@ def test_a_directory_without_a_record_is_not_checked(tmp_path: Path) -> None:
         assert not (tmp_path / RECORD).exists()
 
 
-@pytest.mark.parametrize("text", ["{not json", "[]", '{"shards": 16}', "\udcff"], ids=["broken", "list", "partial", "binary"])
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"shards": 16}', "\udcff",
+                                  '{"shards": 16, "cwd": "x", "inputs": [{"given": 3}], "outputs": {"--warehouse": 7}}',
+                                  '{"shards": 16, "cwd": "x", "inputs": [], "outputs": []}'],
+                         ids=["broken", "list", "partial", "binary", "wrong-entries", "outputs-a-list"])
 def test_an_unreadable_record_is_refused_not_taken_for_none(recorded: Path, text: str) -> None:
     """A record that cannot be read stops the resume with what to do, and stays as it was."""
     (recorded / RECORD).write_text(text, encoding="utf-8", errors="surrogateescape")
