@@ -231,28 +231,36 @@ def test_most_window_wake_ups_are_skipped_with_the_example_config() -> None:
     assert all(len(c.windows[window.id]) >= 3 for c in waiting)  # only a count of 3 can fall past the edge
 
 
+# One scoring rule, 45 points for a "Form" track event, and such an event of u1 (see _form_event).
+FORM_SCORING = """
+[scoring.default]
+[[scoring.default.rules]]
+name = "form"
+points = 45
+all = [{ field = "event.name", op = "eq", value = "Form" }]
+"""
+
+
+def _form_event() -> Event:
+    line = b'{"type":"track","event":"Form","userId":"u1","timestamp":"2026-01-05T08:00:00Z","messageId":"m1"}'
+    event = decode_line(line)
+    assert isinstance(event, Event)
+    return event
+
+
 def test_default_stage_bands_write_the_same_trigger_compiled_or_not() -> None:
     """Without a [stages] table the bands are floats, as a config's are: `40.0` in the trigger either way.
 
     Compiled code stored the default bands' ints as floats and pure code kept them, so the
     same run wrote `"band_min":40.0` or `"band_min":40` depending on the build.
     """
-    config = parse_config('[scoring.default]\n[[scoring.default.rules]]\nname = "form"\npoints = 45\n'
-                          'all = [{ field = "event.name", op = "eq", value = "Form" }]\n', "cfg.toml")
-    line = b'{"type":"track","event":"Form","userId":"u1","timestamp":"2026-01-05T08:00:00Z","messageId":"m1"}'
-    event = decode_line(line)
-    assert isinstance(event, Event)
-    (trigger,) = run_events(config, [event]).triggers
+    config = parse_config(FORM_SCORING, "cfg.toml")
+    (trigger,) = run_events(config, [_form_event()]).triggers
     # Compared as JSON text: 40 == 40.0 in Python, and the difference is in the file.
     assert orjson.dumps(trigger.to_dict()["reason"]) == b'{"profile":"default","score":45.0,"band_min":40.0,"cause":"m1"}'
 
 
-RECONFIG_BEFORE = """
-[scoring.default]
-[[scoring.default.rules]]
-name = "form"
-points = 45
-all = [{ field = "event.name", op = "eq", value = "Form" }]
+RECONFIG_BEFORE = FORM_SCORING + """
 [scoring.gone]
 [[scoring.gone.rules]]
 name = "form"
@@ -264,12 +272,7 @@ all = [{ field = "score.default", op = "ge", value = 1 }]
 trigger = { event = { all = [{ field = "event.name", op = "eq", value = "Form" }] } }
 steps = [{ wait = "30d" }, { action = "send_email", params = { template = "later" } }]
 """
-RECONFIG_AFTER = """
-[scoring.default]
-[[scoring.default.rules]]
-name = "form"
-points = 45
-all = [{ field = "event.name", op = "eq", value = "Form" }]
+RECONFIG_AFTER = FORM_SCORING + """
 [segments.added]
 all = [{ field = "score.default", op = "ge", value = 40 }]
 [stages]
@@ -285,9 +288,7 @@ def test_a_contact_saved_under_another_config_is_brought_in_line_with_this_one()
     match and changed stage bands move them, each with its trigger, as of the time given."""
     from engine.engine import Engine
 
-    line = b'{"type":"track","event":"Form","userId":"u1","timestamp":"2026-01-05T08:00:00Z","messageId":"m1"}'
-    event = decode_line(line)
-    assert isinstance(event, Event)
+    event = _form_event()
     contact = run_events(parse_config(RECONFIG_BEFORE, "before.toml"), [event]).contacts()["u1"]
     assert set(contact.segments) == {"removed"} and set(contact.scores) == {"default", "gone"} and contact.runs
     engine = Engine(parse_config(RECONFIG_AFTER, "after.toml"))
