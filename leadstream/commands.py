@@ -483,6 +483,11 @@ def run_flow(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         # One process: its workers' time by step is the whole run's (see flows/progress.py).
         summary["step_seconds"] = PROGRESS.steps()
         summary["workers"] = args.workers
+        if before is not None:
+            # What this run's sources read, replayed lines of the resumed epoch included: the
+            # published snapshot ``before`` came from may be behind the recovery state or ahead of it.
+            summary["lines_this_run"] = PROGRESS.lines
+            summary["lines_per_s"] = PROGRESS.lines / elapsed if elapsed > 0 else 0.0
     return summary
 
 
@@ -802,7 +807,10 @@ def print_summary(s: dict[str, Any], out=sys.stdout) -> None:
                 f"webhook_failed in {s['dead_letter_file']}, each with its triggers as raw; resend them from there")
         print(f"webhook        {hook['url']}: {said}", file=out)
     before = s.get("resumed_after")
-    this_run = f" ({s['lines_read'] - before:,} lines this run, resumed after {before:,})" if before is not None else ""
+    this_run = ""
+    if before is not None:
+        read = s.get("lines_this_run", s["lines_read"] - before)
+        this_run = f" ({read:,} lines this run, resumed after {max(0, s['lines_read'] - read):,})"
     print(f"throughput     {s['lines_per_s']:>12,.0f} lines/s over {s['elapsed_s']:.1f} s{this_run}", file=out)
     print(f"modules        {native.describe()}", file=out)
     if s.get("step_seconds"):

@@ -289,3 +289,23 @@ def test_a_run_that_fails_says_why_and_what_to_do_last(tmp_path: Path) -> None:
     last = res.stderr.strip().splitlines()[-2:]
     assert last[0].startswith("leadstream run: the run failed: ") and "file is not a database" in last[0], last
     assert "Fix the cause, then run the same command again" in last[1]
+
+
+def test_a_resumed_runs_summary_counts_what_this_run_read() -> None:
+    """Killed before its first publication, a resumed run's summary said "resumed after 0" and counted every line
+    as this run's; one process now counts what its sources read, and the rest was read before."""
+    import io
+
+    from leadstream.commands import print_summary
+
+    s = {"published": True, "warehouse": "w", "lines_read": 50_000, "accepted": 50_000, "dead_lettered": 0,
+         "dead_letter_file": "d", "duplicates": 0, "late": 0, "buffered": 0, "contacts": 1, "known_contacts": 0,
+         "triggers": 0, "triggers_file": "t", "triggers_by_action": {}, "elapsed_s": 1.0, "lines_per_s": 14_967.0,
+         "resumed_after": 0, "snapshots": 1, "lines_this_run": 14_967}
+    out = io.StringIO()
+    print_summary(s, out)
+    assert "(14,967 lines this run, resumed after 35,033)" in out.getvalue()
+    del s["lines_this_run"]  # a cluster's parent: from the published snapshots, as before
+    out = io.StringIO()
+    print_summary(s, out)
+    assert "(50,000 lines this run, resumed after 0)" in out.getvalue()
