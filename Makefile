@@ -26,10 +26,11 @@ native: $(NATIVE)
 
 # The stamp takes the time the build started: a source edited while it ran is newer, and the
 # next make builds again (a stamp touched at the end hid such an edit, and runs went pure Python).
+# It is named by the recipe's shell, so two makes at once (`make ab` beside `make bench`) do not
+# move each other's.
 $(NATIVE): $(STAMP) $(wildcard engine/*.py flows/*.py) leadstream/native.py
-	@touch $(VENV)/.native-started
-	@$(VENV)/bin/leadstream native build
-	@mkdir -p .native && mv $(VENV)/.native-started $(NATIVE)
+	@started=$(VENV)/.native-started.$$$$; touch $$started && $(VENV)/bin/leadstream native build \
+		&& mkdir -p .native && mv $$started $(NATIVE); status=$$?; rm -f $$started; exit $$status
 
 test: $(NATIVE)
 	$(PY) -m pytest -q
