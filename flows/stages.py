@@ -111,6 +111,8 @@ class _ShardLogic(StatefulBatchLogic):
     """What both stages share: the cut queue, pending rows, retroactive rules and snapshots."""
 
     stage = ""
+    state: Any  # the stage's shard state (IdentityShard or ContactShard)
+    clock: Any  # what tells its watermark (SourceClock or UpstreamClock)
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
@@ -125,7 +127,7 @@ class _ShardLogic(StatefulBatchLogic):
         # run that reaches the end again publishes a final snapshot again.
         self.completed = False
 
-    def _restore_rules(self, resume: dict[str, Any]) -> None:
+    def _restore_config(self, resume: dict[str, Any]) -> None:
         # Automation rules are retroactive: one that appeared since the state was saved
         # is evaluated against every contact this shard already holds.
         seen = resume["rules"]
@@ -161,6 +163,11 @@ class _ShardLogic(StatefulBatchLogic):
 
     def _mark_changed(self, contact_id: str) -> None:
         raise NotImplementedError
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to resume: shard state, clocks, pending cuts and rows, the rules and config known."""
+        return {"state": self.state, "clock": self.clock, "cuts": self.cuts, "pending": self.pending,
+                "rules": self.rule_fingerprints, "config": self.ctx.config.fingerprint}
 
     def _export(self, cut: int, buffered: int, final: bool, **state_rows: Any) -> Export:
         p = self.pending
@@ -204,7 +211,7 @@ class IdentityLogic(_ShardLogic):
                 resume["state"], resume["clock"], resume["cuts"], resume["pending"])
             self.shard_no = self.state.shard
             self.clock.restart(ctx.parts)
-            self._restore_rules(resume)
+            self._restore_config(resume)
         self.sent_watermark = self.state.watermark
 
     def _mark_changed(self, contact_id: str) -> None:
@@ -273,11 +280,6 @@ class IdentityLogic(_ShardLogic):
         if everyone:
             self.sent_watermark = watermark
 
-    def snapshot(self) -> dict[str, Any]:
-        """Everything needed to resume: shard state, clocks, pending cuts and rows, known rules."""
-        return {"state": self.state, "clock": self.clock, "cuts": self.cuts, "pending": self.pending,
-                "rules": self.rule_fingerprints, "config": self.ctx.config.fingerprint}
-
 
 class ContactLogic(_ShardLogic):
     """Stage two for one shard: known contacts, fed in event-time order from every identity shard."""
@@ -294,7 +296,7 @@ class ContactLogic(_ShardLogic):
                 resume["state"], resume["clock"], resume["cuts"], resume["pending"])
             self.shard_no = self.state.shard
             self.clock.restart()
-            self._restore_rules(resume)
+            self._restore_config(resume)
 
     def _mark_changed(self, contact_id: str) -> None:
         self.state.changed.add(contact_id)
@@ -332,8 +334,3 @@ class ContactLogic(_ShardLogic):
         PROGRESS.add_time("contacts", time.perf_counter() - started)
         runtime.checkpoint(fallback=True)
         return emitted, self.RETAIN
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything needed to resume."""
-        return {"state": self.state, "clock": self.clock, "cuts": self.cuts, "pending": self.pending,
-                "rules": self.rule_fingerprints, "config": self.ctx.config.fingerprint}

@@ -199,12 +199,13 @@ def _prepare_outputs(args: argparse.Namespace, resuming: bool, clean: bool = Tru
     dead = _dead_letter_output(args)
     topics = {"--triggers": triggers, "--dead-letter": dead}
     inputs = [parse_kafka_url(i) for i in args.input if is_kafka_url(i)]
+    kconf = _kafka_config(args) if any(isinstance(url, str) for url in topics.values()) else {}
     for flag, url in topics.items():
         if isinstance(url, str):
             try:
                 addr = parse_kafka_url(url)
                 if clean:  # once per run: by the process that prepares the outputs
-                    check_output_topic(addr, _kafka_config(args))
+                    check_output_topic(addr, kconf)
                 if any(same_topic(addr, source) for source in inputs):
                     # The file outputs' rule, for topics: the run would read what it writes.
                     raise ValueError(f"{flag} {url}: is the input topic of this run too, which would read its own "
